@@ -1,0 +1,84 @@
+"""Shared timing helpers for the benchmarks: compile time and steady-state step time.
+
+Conventions every benchmark follows:
+
+* compile time is ``jax.jit(fn).lower(*args)`` (trace + lower) plus ``.compile()``, measured
+  apart from any run;
+* step time is the median of ``repeats`` timed calls after ``warmup`` untimed ones, each
+  call ended with ``jax.block_until_ready`` so asynchronous dispatch is not mistaken for
+  speed;
+* a step that donates its inputs is timed as a loop that feeds each call's outputs into the
+  next call (a donated buffer cannot be passed twice).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+
+
+@dataclass(frozen=True)
+class CompileTiming:
+    """Wall-clock seconds spent tracing + lowering and compiling one jitted function."""
+
+    lower_s: float
+    compile_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.lower_s + self.compile_s
+
+
+def compile_timed(
+    fn: Callable[..., Any], args: Sequence[Any], donate_argnums: Sequence[int] = ()
+) -> tuple[Any, CompileTiming]:
+    """Compile ``jax.jit(fn, donate_argnums=...)`` for ``args``; return it and its timings.
+
+    A fresh ``jax.jit`` object is built here, so only caches shared across jit objects (none
+    in a fresh process without a persistent compilation cache) could shorten the timing.
+    """
+    jitted = jax.jit(fn, donate_argnums=tuple(donate_argnums))
+    t0 = time.perf_counter()
+    lowered = jitted.lower(*args)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    return compiled, CompileTiming(lower_s=t1 - t0, compile_s=t2 - t1)
+
+
+def run_steps(step: Callable[..., Any], carry: tuple, consts: tuple, n: int) -> tuple:
+    """Call ``carry = step(*carry, *consts)`` ``n`` times (untimed); return the last carry."""
+    for _ in range(n):
+        carry = jax.block_until_ready(step(*carry, *consts))
+    return carry
+
+
+def time_steps(
+    step: Callable[..., Any],
+    carry: tuple,
+    consts: tuple = (),
+    warmup: int = 3,
+    repeats: int = 15,
+) -> tuple[list[float], tuple]:
+    """Per-call wall times (s) of ``carry = step(*carry, *consts)`` after ``warmup`` calls.
+
+    ``step`` returns the new carry (a tuple matching the leading arguments), which is what
+    lets it donate those arguments. Returns the ``repeats`` timings and the final carry.
+    """
+    carry = run_steps(step, carry, consts, warmup)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        carry = jax.block_until_ready(step(*carry, *consts))
+        times.append(time.perf_counter() - t0)
+    return times, carry
+
+
+def median(xs: Sequence[float]) -> float:
+    """The median of ``xs``."""
+    return statistics.median(xs)

@@ -1,0 +1,131 @@
+"""A tour of jopt: every feature gets a short, runnable section here.
+
+``make demo`` runs this file (``MPLBACKEND=Agg .venv/bin/python examples/tour.py``); it
+works from any working directory. Figures go to ``examples/out/``.
+
+To add a section, write a function ``section(out_dir: Path) -> None`` that prints what it
+shows (and saves any figure under ``out_dir``), then append ``(title, function)`` to
+:data:`SECTIONS`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import jax
+import numpy as np
+from matplotlib.figure import Figure
+
+import jopt
+
+EXAMPLES_DIR = Path(__file__).resolve().parent
+OUT_DIR = EXAMPLES_DIR / "out"
+
+Section = Callable[[Path], None]
+
+
+# -------------------------------------------------------------------------- helpers
+
+
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` by file path, so the tour runs from any directory."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES_DIR / f"{name}.py")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load example {name!r} from {EXAMPLES_DIR}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and typing look the module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it, else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def print_banner(title: str) -> None:
+    """A section heading."""
+    print(f"\n== {title} " + "=" * max(0, 76 - len(title)))
+
+
+# ------------------------------------------------------------------ linear regression
+
+
+def plot_convergence(results: dict, path: Path) -> Path:
+    """Plot loss minus the exact loss (log scale) per iteration, one line per method.
+
+    Gaps below float64 resolution (``eps · exact loss``, where rounding makes them zero
+    or negative) are drawn at that floor, marked by a dotted line.
+    """
+    exact_loss = results["exact_loss"]
+    floor = np.finfo(np.float64).eps * exact_loss
+    fig = Figure(figsize=(7.0, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for name, method in results["methods"].items():
+        gap = np.maximum(method["losses"] - exact_loss, floor)
+        label = f"{name}: {method['optimizer']}, lr={method['learning_rate']:g}"
+        ax.semilogy(np.arange(gap.size), gap, label=label)
+    ax.axhline(floor, color="grey", linestyle=":", linewidth=1, label="float64 resolution")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss − exact least-squares loss")
+    ax.set_title(
+        f"Diabetes least squares (Hessian condition number {results['condition_number']:.0f})"
+    )
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def linear_regression_section(out_dir: Path) -> None:
+    """Gradient descent, momentum and Adam against the closed-form least-squares fit."""
+    results = load_example("linear_regression").run(verbose=False)
+    print(
+        "Least squares on scikit-learn's diabetes data (standardised), params as the "
+        'pytree {"w", "b"};\neach training loop is one compiled lax.scan, in float64.\n'
+    )
+    print(results["table"])
+    print(
+        "\nGradient descent crawls along the flattest direction; heavy-ball momentum reaches"
+        "\nfloat64 resolution in ~350 steps; Adam gets there by ~1200 but, with a constant"
+        "\nstep, bounces off the noise floor and re-converges (the spikes in the plot)."
+    )
+    path = plot_convergence(results, out_dir / "linear_regression_convergence.png")
+    print(f"\nconvergence plot: {display_path(path)}")
+
+
+# ------------------------------------------------------------------------------ tour
+
+SECTIONS: list[tuple[str, Section]] = [
+    ("First-order optimizers on linear regression", linear_regression_section),
+]
+
+
+def print_header() -> None:
+    """What is running, and where."""
+    print(f"jopt {jopt.__version__} tour — jax {jax.__version__} on {jax.default_backend()}")
+
+
+def main(out_dir: Path = OUT_DIR) -> None:
+    """Run every section in order, timing each."""
+    print_header()
+    for title, section in SECTIONS:
+        print_banner(title)
+        start = time.perf_counter()
+        section(out_dir)
+        print(f"[{time.perf_counter() - start:.1f} s]")
+
+
+if __name__ == "__main__":
+    main()
