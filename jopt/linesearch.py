@@ -1,0 +1,430 @@
+"""Line searches as gradient transformations: strong Wolfe (zoom) and backtracking Armijo.
+
+A line search receives a search direction ``d`` as its ``updates`` and returns ``α·d``.
+It needs the objective: pass ``value_fn`` (params -> scalar) as an extra argument, and
+preferably ``value`` and ``grad`` at ``params`` (else they are evaluated and counted).
+The accepted point's value and gradient are kept in :class:`LineSearchState`, so a
+driver (or the next transform in a chain) reuses them and no evaluation is repeated.
+
+Loops that stay fast under ``vmap``: every loop step makes exactly one evaluation of
+``value_and_grad`` and the bracketing logic is arithmetic (``jnp.where``) on its result,
+so a batched search costs what its slowest member costs. Failures never raise inside a
+compiled loop: a search that finds no decrease takes a zero step and reports
+``status = FAILED``; a non-finite trial value (NaN/Inf) is treated as "too large" and the
+interval shrinks away from it.
+
+References:
+  Nocedal, J. & Wright, S. J. (2006). Numerical Optimization, 2nd ed., Springer:
+  Algorithm 3.5 (line search for the strong Wolfe conditions), Algorithm 3.6 (zoom),
+  §3.5 (cubic interpolation, eq. 3.59; initial step, eq. 3.60).
+  Hager, W. W. & Zhang, H. (2005). A new conjugate gradient method with guaranteed
+  descent and an efficient line search. SIAM J. Optim. 16(1), §4 (approximate Wolfe
+  conditions for steps where f changes below rounding; initial step ψ0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jopt._checks import check_in_range, check_positive_int
+from jopt.tree import tree_add_scaled, tree_inf_norm, tree_scale, tree_select, tree_vdot
+
+PyTree = Any
+
+__all__ = [
+    "LineSearchState",
+    "LineSearchStatus",
+    "scale_by_backtracking",
+    "scale_by_strong_wolfe",
+]
+
+
+class LineSearchStatus:
+    """Codes in :attr:`LineSearchState.status` (outcome of the most recent search)."""
+
+    WOLFE = 0  # strong Wolfe (or Armijo, for backtracking) conditions hold
+    APPROX_WOLFE = 1  # Hager-Zhang approximate Wolfe conditions hold, f did not increase
+    DECREASE_ONLY = 2  # budget exhausted; best point with sufficient decrease taken
+    FAILED = 3  # no decrease found: zero step taken
+    NOT_DESCENT = 4  # direction was not a descent direction; steepest descent used instead
+
+
+class LineSearchState(NamedTuple):
+    """State of a line search transform.
+
+    Attributes:
+      value: objective at the accepted point (``params + α·d``).
+      grad: gradient at the accepted point.
+      step: accepted step size ``α`` (0 after a failed search).
+      slope: directional derivative ``∇f(params)ᵀd`` at the start of the last search.
+      num_evals: cumulative ``value_and_grad`` evaluations made by this transform.
+      num_trials: evaluations made by the most recent search.
+      status: :class:`LineSearchStatus` code of the most recent search.
+      direction_reset: the most recent direction was replaced by ``-∇f`` (not descent).
+    """
+
+    value: jax.Array
+    grad: PyTree
+    step: jax.Array
+    slope: jax.Array
+    num_evals: jax.Array
+    num_trials: jax.Array
+    status: jax.Array
+    direction_reset: jax.Array
+
+
+def _init_state(params: PyTree) -> LineSearchState:
+    dtype = jnp.result_type(*jax.tree.leaves(params))
+    zero = jnp.zeros([], dtype)
+    return LineSearchState(
+        value=jnp.full([], jnp.inf, dtype),
+        grad=jax.tree.map(jnp.zeros_like, params),
+        step=zero,
+        slope=zero,
+        num_evals=jnp.zeros([], jnp.int32),
+        num_trials=jnp.zeros([], jnp.int32),
+        status=jnp.zeros([], jnp.int32),
+        direction_reset=jnp.zeros([], bool),
+    )
+
+
+# ----------------------------------------------------------------- 1-D interpolation
+
+
+def _cubic_minimizer(a, fa, da, b, fb, db):
+    """Minimizer of the cubic matching (f, f') at ``a`` and ``b`` (N&W eq. 3.59); NaN if none."""
+    d1 = da + db - 3.0 * (fa - fb) / (a - b)
+    disc = d1 * d1 - da * db
+    d2 = jnp.sign(b - a) * jnp.sqrt(jnp.where(disc >= 0, disc, jnp.nan))
+    return b - (b - a) * (db + d2 - d1) / (db - da + 2.0 * d2)
+
+
+def _zoom_trial(a_lo, f_lo, d_lo, a_hi, f_hi, d_hi):
+    """Safeguarded cubic step inside the bracket; bisection when the cubic is unusable."""
+    left, right = jnp.minimum(a_lo, a_hi), jnp.maximum(a_lo, a_hi)
+    width = right - left
+    cubic = _cubic_minimizer(a_lo, f_lo, d_lo, a_hi, f_hi, d_hi)
+    inside = (cubic >= left + 0.1 * width) & (cubic <= right - 0.1 * width)
+    return jnp.where(jnp.isfinite(cubic) & inside, cubic, 0.5 * (a_lo + a_hi))
+
+
+def _extrapolation_trial(a_prev, f_prev, d_prev, a, f, d):
+    """Next trial while bracketing: cubic extrapolation clamped to ``[1.1α, 4α]``."""
+    cubic = _cubic_minimizer(a_prev, f_prev, d_prev, a, f, d)
+    guess = jnp.where(jnp.isfinite(cubic) & (cubic > a), cubic, 4.0 * a)
+    return jnp.clip(guess, 1.1 * a, 4.0 * a)
+
+
+# ----------------------------------------------------------------------- the search
+
+
+class _Search(NamedTuple):
+    i: jax.Array
+    done: jax.Array
+    zooming: jax.Array
+    trial: jax.Array  # step to evaluate next
+    prev: jax.Array  # previous trial while bracketing: (α, f, f')
+    lo: jax.Array  # zoom bracket end with the lower value: (α, f, f')
+    hi: jax.Array  # other end: (α, f, f')
+    best: jax.Array  # (α, f) of the lowest sufficient-decrease trial so far
+    best_grad: PyTree
+    out_step: jax.Array
+    out_value: jax.Array
+    out_grad: PyTree
+    status: jax.Array
+
+
+def strong_wolfe_search(
+    evaluate: Callable[[jax.Array], tuple[jax.Array, jax.Array, PyTree]],
+    f0: jax.Array,
+    slope0: jax.Array,
+    grad0: PyTree,
+    alpha0: jax.Array,
+    *,
+    c1: float,
+    c2: float,
+    max_steps: int,
+    approx_wolfe: bool,
+) -> tuple[jax.Array, jax.Array, PyTree, jax.Array, jax.Array]:
+    """Find ``α`` meeting the strong Wolfe conditions along a descent direction.
+
+    ``evaluate(α) -> (φ(α), φ'(α), ∇f(x + α d))`` is called exactly once per loop step.
+    Returns ``(α, φ(α), ∇f, status, num_trials)``.
+    """
+    dtype = f0.dtype
+    eps = jnp.finfo(dtype).eps
+    zero = jnp.zeros([], dtype)
+    triple0 = jnp.stack([zero, f0, slope0])
+
+    def body(s: _Search) -> _Search:
+        a = s.trial
+        f, d, g = evaluate(a)
+        finite = jnp.isfinite(f) & jnp.isfinite(d)
+        f = jnp.where(finite, f, jnp.inf)
+        d = jnp.where(finite, d, jnp.inf)
+        armijo = f <= f0 + c1 * a * slope0
+        curvature = jnp.abs(d) <= -c2 * slope0
+        ok = armijo & curvature
+        if approx_wolfe:  # HZ (2005) eq. 4.1-4.2, with no increase of f allowed
+            approx = (f <= f0) & (d >= c2 * slope0) & (d <= (2 * c1 - 1) * slope0)
+            ok = ok | approx
+            ok_status = jnp.where(armijo & curvature, LineSearchStatus.WOLFE,
+                                  LineSearchStatus.APPROX_WOLFE)
+        else:
+            ok_status = jnp.asarray(LineSearchStatus.WOLFE)
+        cur = jnp.stack([a, f, d])
+
+        # Bracketing phase (N&W Alg. 3.5).
+        b_hi = ~armijo | ((s.i > 0) & (f >= s.prev[1]))
+        b_accept = ~b_hi & ok
+        b_flip = ~b_hi & ~ok & (d >= 0)
+        b_zoom = b_hi | b_flip
+        b_lo = jnp.where(b_hi, s.prev, cur)
+        b_hi_t = jnp.where(b_hi, cur, s.prev)
+        # Zoom phase (N&W Alg. 3.6).
+        z_hi = ~armijo | (f >= s.lo[1])
+        z_accept = ~z_hi & ok
+        z_swap = ~z_hi & ~ok & (d * (s.hi[0] - s.lo[0]) >= 0)
+        z_lo = jnp.where(z_hi, s.lo, cur)
+        z_hi_t = jnp.where(z_hi, cur, jnp.where(z_swap, s.lo, s.hi))
+
+        zooming = s.zooming | b_zoom
+        accept = jnp.where(s.zooming, z_accept, b_accept)
+        lo = jnp.where(s.zooming, z_lo, b_lo)
+        hi = jnp.where(s.zooming, z_hi_t, b_hi_t)
+        prev = jnp.where(s.zooming, s.prev, cur)
+
+        improves = armijo & (f < s.best[1])
+        best = jnp.where(improves, jnp.stack([a, f]), s.best)
+        best_grad = tree_select(improves, g, s.best_grad)
+
+        next_trial = jnp.where(
+            zooming,
+            _zoom_trial(lo[0], lo[1], lo[2], hi[0], hi[1], hi[2]),
+            _extrapolation_trial(s.prev[0], s.prev[1], s.prev[2], a, f, d),
+        )
+        collapsed = zooming & (jnp.abs(hi[0] - lo[0]) <= eps * jnp.maximum(lo[0], hi[0]))
+        i = s.i + 1
+        done = accept | collapsed | (i >= max_steps)
+        return _Search(
+            i=i,
+            done=done,
+            zooming=zooming,
+            trial=next_trial,
+            prev=prev,
+            lo=lo,
+            hi=hi,
+            best=best,
+            best_grad=best_grad,
+            out_step=jnp.where(accept, a, s.out_step),
+            out_value=jnp.where(accept, f, s.out_value),
+            out_grad=tree_select(accept, g, s.out_grad),
+            status=jnp.where(accept, ok_status, s.status),
+        )
+
+    init = _Search(
+        i=jnp.zeros([], jnp.int32),
+        done=jnp.zeros([], bool),
+        zooming=jnp.zeros([], bool),
+        trial=alpha0.astype(dtype),
+        prev=triple0,
+        lo=triple0,
+        hi=triple0,
+        best=jnp.stack([zero, f0]),
+        best_grad=grad0,
+        out_step=zero,
+        out_value=f0,
+        out_grad=grad0,
+        status=jnp.asarray(-1, jnp.int32),
+    )
+    s = jax.lax.while_loop(lambda s: ~s.done, body, init)
+    found = s.status >= 0
+    has_best = s.best[1] < f0
+    status = jnp.where(
+        found, s.status,
+        jnp.where(has_best, LineSearchStatus.DECREASE_ONLY, LineSearchStatus.FAILED),
+    ).astype(jnp.int32)
+    step = jnp.where(found, s.out_step, s.best[0])
+    value = jnp.where(found, s.out_value, s.best[1])
+    grad = tree_select(found, s.out_grad, s.best_grad)
+    return step, value, grad, status, s.i
+
+
+def backtracking_search(
+    evaluate: Callable[[jax.Array], tuple[jax.Array, jax.Array, PyTree]],
+    f0: jax.Array,
+    slope0: jax.Array,
+    grad0: PyTree,
+    alpha0: jax.Array,
+    *,
+    c1: float,
+    shrink: float,
+    max_steps: int,
+) -> tuple[jax.Array, jax.Array, PyTree, jax.Array, jax.Array]:
+    """Armijo backtracking ``α ← shrink·α`` (N&W Alg. 3.1); same contract as the Wolfe search."""
+    dtype = f0.dtype
+
+    def body(carry):
+        i, _, a, _, out_a, out_f, out_g = carry
+        f, _, g = evaluate(a)
+        ok = jnp.isfinite(f) & (f <= f0 + c1 * a * slope0)
+        return (
+            i + 1, ok, jnp.where(ok, a, shrink * a), ok,
+            jnp.where(ok, a, out_a), jnp.where(ok, f, out_f), tree_select(ok, g, out_g),
+        )
+
+    def cond(carry):
+        i, found = carry[0], carry[1]
+        return ~found & (i < max_steps)
+
+    zero = jnp.zeros([], dtype)
+    init = (jnp.zeros([], jnp.int32), jnp.zeros([], bool), alpha0.astype(dtype),
+            jnp.zeros([], bool), zero, f0, grad0)
+    i, found, _, _, step, value, grad = jax.lax.while_loop(cond, body, init)
+    status = jnp.where(found, LineSearchStatus.WOLFE, LineSearchStatus.FAILED)
+    return step, value, grad, status.astype(jnp.int32), i
+
+
+# ------------------------------------------------------------------- the transforms
+
+
+def _initial_step(mode: str, state: LineSearchState, params, direction, value, slope):
+    """First trial step: 1 (quasi-Newton), or N&W eq. 3.60 with HZ's ψ0 start (CG, GD)."""
+    dtype = slope.dtype
+    if mode == "unit":
+        return jnp.ones([], dtype)
+    # HZ (2005) initial step for the first search: ψ0·‖x‖∞/‖d‖∞, else ψ0·|f|/|slope|.
+    x_norm, d_norm = tree_inf_norm(params), tree_inf_norm(direction)
+    tiny = jnp.finfo(dtype).tiny
+    first = jnp.where(
+        x_norm > 0,
+        0.01 * x_norm / jnp.maximum(d_norm, tiny),
+        jnp.where(value != 0, 0.01 * jnp.abs(value) / jnp.maximum(-slope, tiny), 1.0),
+    )
+    # Later searches: assume the first-order change equals the last one (N&W 3.60).
+    later = state.step * state.slope / jnp.where(slope != 0, slope, -tiny)
+    guess = jnp.where(state.step > 0, jnp.minimum(1.0, 1.01 * later), first)
+    guess = jnp.where(jnp.isfinite(guess) & (guess > 0), guess, 1.0)
+    return guess.astype(dtype)
+
+
+def _make_line_search(search: Callable, initial_step: str) -> optax.GradientTransformationExtraArgs:
+    if initial_step not in ("unit", "adaptive"):
+        raise ValueError(
+            f"`initial_step` must be 'unit' (quasi-Newton directions) or 'adaptive' "
+            f"(gradient/CG directions), got {initial_step!r}."
+        )
+
+    def update(
+        updates: PyTree,
+        state: LineSearchState,
+        params: PyTree = None,
+        *,
+        value: jax.Array | None = None,
+        grad: PyTree = None,
+        value_fn: Callable[[PyTree], jax.Array] | None = None,
+        **extra: Any,
+    ) -> tuple[PyTree, LineSearchState]:
+        del extra
+        if value_fn is None or params is None:
+            raise ValueError(
+                "A line search needs the objective: call `update(updates, state, params, "
+                "value=f, grad=g, value_fn=fun)` (value and grad at `params` are optional "
+                "but save one evaluation)."
+            )
+        value_and_grad = jax.value_and_grad(value_fn)
+        given = value is not None and grad is not None
+        if not given:
+            value, grad = value_and_grad(params)
+        value = jnp.asarray(value)
+        slope = tree_vdot(grad, updates)
+        descent = jnp.isfinite(slope) & (slope < 0)
+        direction = tree_select(descent, updates, tree_scale(-1.0, grad))
+        slope = jnp.where(descent, slope, -tree_vdot(grad, grad))
+        alpha0 = _initial_step(initial_step, state, params, direction, value, slope)
+
+        def evaluate(alpha):
+            f, g = value_and_grad(tree_add_scaled(params, alpha, direction))
+            return f, tree_vdot(g, direction), g
+
+        step, new_value, new_grad, status, trials = search(evaluate, value, slope, grad, alpha0)
+        status = jnp.where(descent | (status == LineSearchStatus.FAILED), status,
+                           LineSearchStatus.NOT_DESCENT).astype(jnp.int32)
+        new_state = LineSearchState(
+            value=new_value,
+            grad=new_grad,
+            step=step,
+            slope=slope,
+            num_evals=state.num_evals + trials + (0 if given else 1),
+            num_trials=trials,
+            status=status,
+            direction_reset=~descent,
+        )
+        return tree_scale(step, direction), new_state
+
+    return optax.GradientTransformationExtraArgs(_init_state, update)
+
+
+def scale_by_strong_wolfe(
+    c1: float = 1e-4,
+    c2: float = 0.9,
+    max_steps: int = 30,
+    initial_step: str = "unit",
+    approx_wolfe: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+    """Strong-Wolfe line search (bracketing + zoom, cubic interpolation) as a transform.
+
+    Finds ``α`` with ``f(x+αd) ≤ f(x) + c1·α·∇fᵀd`` and ``|∇f(x+αd)ᵀd| ≤ c2·|∇fᵀd|``
+    (N&W Alg. 3.5/3.6). With ``approx_wolfe`` it also accepts Hager-Zhang's approximate
+    Wolfe conditions without any increase of ``f``, which keeps float32 searches working
+    where ``f`` changes below rounding. A direction that is not a descent direction is
+    replaced by ``-∇f`` (reported in the state). Returns ``α·d``.
+
+    Args:
+      c1: sufficient-decrease constant, ``0 < c1 < c2``.
+      c2: curvature constant, ``c1 < c2 < 1`` (0.9 for quasi-Newton, 0.1 for CG).
+      max_steps: evaluations allowed per search.
+      initial_step: ``"unit"`` (try ``α = 1`` first: quasi-Newton/Newton directions) or
+        ``"adaptive"`` (N&W eq. 3.60 from the previous search; HZ ψ0 rule the first time).
+      approx_wolfe: also accept approximate Wolfe points.
+    """
+    check_in_range("c1", c1, 0.0, 0.5)
+    check_in_range("c2", c2, float(c1), 1.0)
+    if not c1 > 0:
+        raise ValueError(f"`c1` must be > 0, got {c1}.")
+    check_positive_int("max_steps", max_steps)
+
+    def search(evaluate, f0, slope0, grad0, alpha0):
+        return strong_wolfe_search(evaluate, f0, slope0, grad0, alpha0, c1=c1, c2=c2,
+                                   max_steps=max_steps, approx_wolfe=approx_wolfe)
+
+    return _make_line_search(search, initial_step)
+
+
+def scale_by_backtracking(
+    c1: float = 1e-4,
+    shrink: float = 0.5,
+    max_steps: int = 40,
+    initial_step: str = "unit",
+) -> optax.GradientTransformationExtraArgs:
+    """Backtracking Armijo line search as a transform (N&W Alg. 3.1). Returns ``α·d``.
+
+    Tries ``α0, shrink·α0, shrink²·α0, …`` until ``f(x+αd) ≤ f(x) + c1·α·∇fᵀd``; takes a
+    zero step with ``status = FAILED`` when none of ``max_steps`` trials decreases ``f``.
+    """
+    check_in_range("c1", c1, 0.0, 1.0)
+    check_in_range("shrink", shrink, 0.0, 1.0)
+    if not (c1 > 0 and shrink > 0):
+        raise ValueError("`c1` and `shrink` must be > 0.")
+    check_positive_int("max_steps", max_steps)
+
+    def search(evaluate, f0, slope0, grad0, alpha0):
+        return backtracking_search(evaluate, f0, slope0, grad0, alpha0, c1=c1, shrink=shrink,
+                                   max_steps=max_steps)
+
+    return _make_line_search(search, initial_step)

@@ -1,0 +1,43 @@
+"""Small pytree vector-space helpers used by the solvers (all jit/vmap friendly)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+
+__all__ = ["tree_add_scaled", "tree_inf_norm", "tree_l2_norm", "tree_scale", "tree_select",
+           "tree_vdot"]
+
+
+def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
+    """``Σ_leaves <a, b>`` accumulated in the leaves' (promoted) dtype."""
+    parts = [jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)]
+    return sum(parts[1:], parts[0]) if parts else jnp.zeros([])
+
+
+def tree_l2_norm(a: PyTree) -> jax.Array:
+    return jnp.sqrt(tree_vdot(a, a))
+
+
+def tree_inf_norm(a: PyTree) -> jax.Array:
+    parts = [jnp.max(jnp.abs(x), initial=0.0) for x in jax.tree.leaves(a)]
+    return jnp.max(jnp.stack(parts)) if parts else jnp.zeros([])
+
+
+def tree_scale(alpha: Any, a: PyTree) -> PyTree:
+    """``alpha · a`` with ``alpha`` cast to each leaf's dtype (no dtype promotion)."""
+    return jax.tree.map(lambda x: jnp.asarray(alpha, x.dtype) * x, a)
+
+
+def tree_add_scaled(a: PyTree, alpha: Any, b: PyTree) -> PyTree:
+    """``a + alpha · b`` leafwise, in the leaves' dtypes."""
+    return jax.tree.map(lambda x, y: x + jnp.asarray(alpha, y.dtype) * y, a, b)
+
+
+def tree_select(pred: jax.Array, a: PyTree, b: PyTree) -> PyTree:
+    """``a`` where the scalar ``pred`` holds, else ``b`` (arithmetic select, no ``cond``)."""
+    return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
