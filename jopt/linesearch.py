@@ -104,11 +104,18 @@ def _cubic_minimizer(a, fa, da, b, fb, db):
     return b - (b - a) * (db + d2 - d1) / (db - da + 2.0 * d2)
 
 
-def _zoom_trial(a_lo, f_lo, d_lo, a_hi, f_hi, d_hi):
-    """Safeguarded cubic step inside the bracket; bisection when the cubic is unusable."""
+def _zoom_trial(a_lo, f_lo, d_lo, a_hi, f_hi, d_hi, secant):
+    """Safeguarded cubic step inside the bracket; bisection when the cubic is unusable.
+
+    With ``secant`` (f values are rounding noise) the derivative secant is used instead.
+    """
     left, right = jnp.minimum(a_lo, a_hi), jnp.maximum(a_lo, a_hi)
     width = right - left
-    cubic = _cubic_minimizer(a_lo, f_lo, d_lo, a_hi, f_hi, d_hi)
+    cubic = jnp.where(
+        secant,
+        (a_lo * d_hi - a_hi * d_lo) / (d_hi - d_lo),
+        _cubic_minimizer(a_lo, f_lo, d_lo, a_hi, f_hi, d_hi),
+    )
     inside = (cubic >= left + 0.1 * width) & (cubic <= right - 0.1 * width)
     return jnp.where(jnp.isfinite(cubic) & inside, cubic, 0.5 * (a_lo + a_hi))
 
@@ -168,28 +175,32 @@ def strong_wolfe_search(
         f = jnp.where(finite, f, jnp.inf)
         d = jnp.where(finite, d, jnp.inf)
         armijo = f <= f0 + c1 * a * slope0
-        curvature = jnp.abs(d) <= -c2 * slope0
-        ok = armijo & curvature
-        if approx_wolfe:  # HZ (2005) eq. 4.1-4.2, with no increase of f allowed
-            approx = (f <= f0) & (d >= c2 * slope0) & (d <= (2 * c1 - 1) * slope0)
-            ok = ok | approx
-            ok_status = jnp.where(armijo & curvature, LineSearchStatus.WOLFE,
-                                  LineSearchStatus.APPROX_WOLFE)
+        ok = armijo & (jnp.abs(d) <= -c2 * slope0)
+        if approx_wolfe:
+            # HZ (2005) eq. 4.1-4.2: judged by the derivative where f changes below
+            # rounding; f may exceed f0 only by rounding noise (a few ulps), never more.
+            noise = 8 * eps * jnp.abs(f0)
+            approx = (f <= f0 + noise) & (d >= c2 * slope0) & (d <= (2 * c1 - 1) * slope0)
+            # Where f is within noise of f0 its comparisons carry no information: bracket
+            # on the sign of the derivative instead (still descending: move right).
+            noisy = jnp.abs(f - f0) <= noise
         else:
-            ok_status = jnp.asarray(LineSearchStatus.WOLFE)
+            approx = noisy = jnp.zeros([], bool)
+        armijo = armijo | (noisy & (d <= 0))
+        ok_status = jnp.where(ok, LineSearchStatus.WOLFE, LineSearchStatus.APPROX_WOLFE)
         cur = jnp.stack([a, f, d])
 
         # Bracketing phase (N&W Alg. 3.5).
-        b_hi = ~armijo | ((s.i > 0) & (f >= s.prev[1]))
-        b_accept = ~b_hi & ok
-        b_flip = ~b_hi & ~ok & (d >= 0)
+        b_hi = ~armijo | (~noisy & (s.i > 0) & (f >= s.prev[1]))
+        b_accept = (~b_hi & ok) | approx
+        b_flip = ~b_hi & ~b_accept & (d >= 0)
         b_zoom = b_hi | b_flip
         b_lo = jnp.where(b_hi, s.prev, cur)
         b_hi_t = jnp.where(b_hi, cur, s.prev)
         # Zoom phase (N&W Alg. 3.6).
-        z_hi = ~armijo | (f >= s.lo[1])
-        z_accept = ~z_hi & ok
-        z_swap = ~z_hi & ~ok & (d * (s.hi[0] - s.lo[0]) >= 0)
+        z_hi = ~armijo | (~noisy & (f >= s.lo[1]))
+        z_accept = (~z_hi & ok) | approx
+        z_swap = ~z_hi & ~z_accept & (d * (s.hi[0] - s.lo[0]) >= 0)
         z_lo = jnp.where(z_hi, s.lo, cur)
         z_hi_t = jnp.where(z_hi, cur, jnp.where(z_swap, s.lo, s.hi))
 
@@ -199,13 +210,14 @@ def strong_wolfe_search(
         hi = jnp.where(s.zooming, z_hi_t, b_hi_t)
         prev = jnp.where(s.zooming, s.prev, cur)
 
-        improves = armijo & (f < s.best[1])
+        improves = armijo & (f < s.best[1])  # strict decrease: noise never counts
         best = jnp.where(improves, jnp.stack([a, f]), s.best)
         best_grad = tree_select(improves, g, s.best_grad)
 
         next_trial = jnp.where(
             zooming,
-            _zoom_trial(lo[0], lo[1], lo[2], hi[0], hi[1], hi[2]),
+            _zoom_trial(lo[0], lo[1], lo[2], hi[0], hi[1], hi[2],
+                        secant=noisy & (jnp.abs(lo[1] - f0) <= 8 * eps * jnp.abs(f0))),
             _extrapolation_trial(s.prev[0], s.prev[1], s.prev[2], a, f, d),
         )
         collapsed = zooming & (jnp.abs(hi[0] - lo[0]) <= eps * jnp.maximum(lo[0], hi[0]))
@@ -381,9 +393,10 @@ def scale_by_strong_wolfe(
 
     Finds ``α`` with ``f(x+αd) ≤ f(x) + c1·α·∇fᵀd`` and ``|∇f(x+αd)ᵀd| ≤ c2·|∇fᵀd|``
     (N&W Alg. 3.5/3.6). With ``approx_wolfe`` it also accepts Hager-Zhang's approximate
-    Wolfe conditions without any increase of ``f``, which keeps float32 searches working
-    where ``f`` changes below rounding. A direction that is not a descent direction is
-    replaced by ``-∇f`` (reported in the state). Returns ``α·d``.
+    Wolfe conditions (judged by the directional derivative; ``f`` may exceed ``f(x)`` by
+    rounding noise only, ``8·eps·|f|``), which keeps searches working where ``f`` changes
+    below rounding — near a float64 optimum and throughout float32. A direction that is
+    not a descent direction is replaced by ``-∇f`` (reported in the state). Returns ``α·d``.
 
     Args:
       c1: sufficient-decrease constant, ``0 < c1 < c2``.

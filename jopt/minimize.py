@@ -213,7 +213,6 @@ def minimize(
     check_float_tree("x0", x0)
     if not isinstance(args, tuple):
         raise TypeError(f"`args` must be a tuple of extra arguments of `fun`, got {type(args)}.")
-    check_scalar_output("fun", lambda x: fun(x, *args), x0)
     _check_tolerance("tol", tol, allow_zero=False)
     _check_tolerance("ftol", ftol, allow_zero=True)
     _check_tolerance("xtol", xtol, allow_zero=True)
@@ -230,6 +229,11 @@ def minimize(
         history_size=(history_size or maxiter + 1) if history else 0,
         verbose=verbose,
     )
+    # Strongly-typed inputs: a weakly-typed x0 (e.g. from jnp.full(n, 0.0)) or a Python
+    # tolerance must hit the same compiled loop as an ordinary array.
+    x0 = jax.tree.map(lambda a: jax.lax.convert_element_type(a, jnp.result_type(a)), x0)
+    dtype = jnp.result_type(*jax.tree.leaves(x0))
+    tol, ftol, xtol = (jax.lax.convert_element_type(t, dtype) for t in (tol, ftol, xtol))
     return _run(config, tx, x0, args, tol, ftol, xtol)
 
 
@@ -244,6 +248,7 @@ class _Config(NamedTuple):
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _run(config: _Config, tx, x0, args, tol, ftol, xtol) -> MinimizeResult:
     value_fn = lambda x: config.fun(x, *args)  # noqa: E731
+    check_scalar_output("fun", value_fn, x0)  # at trace time: once per compilation
     value_and_grad = jax.value_and_grad(value_fn)
     dtype = jnp.result_type(*jax.tree.leaves(x0))
     tol, ftol, xtol = (jnp.asarray(t, dtype) for t in (tol, ftol, xtol))

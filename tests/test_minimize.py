@@ -1,0 +1,303 @@
+"""jopt.minimize with L-BFGS, BFGS and nonlinear CG against scipy, plus driver behaviour."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import scipy.optimize
+
+import jopt
+from jopt.linesearch import LineSearchStatus
+
+
+def rosenbrock(x):
+    return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def extended_rosenbrock(x):
+    """MGH #21: independent Rosenbrock pairs (unique minimiser, unlike the chained form)."""
+    pairs = x.reshape(-1, 2)
+    return jnp.sum(100.0 * (pairs[:, 1] - pairs[:, 0] ** 2) ** 2 + (1.0 - pairs[:, 0]) ** 2)
+
+
+def beale(x):
+    return ((1.5 - x[0] + x[0] * x[1]) ** 2 + (2.25 - x[0] + x[0] * x[1] ** 2) ** 2
+            + (2.625 - x[0] + x[0] * x[1] ** 3) ** 2)
+
+
+def make_quadratic(n, seed):
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    a = q @ np.diag(np.logspace(0, 2, n)) @ q.T
+    b = rng.standard_normal(n)
+    x_star = np.linalg.solve(a, b)
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    return (lambda x: 0.5 * x @ (a @ x) - b @ x), x_star
+
+
+def make_logistic(seed):
+    rng = np.random.default_rng(seed)
+    features = jnp.asarray(rng.standard_normal((200, 8)))
+    labels = jnp.asarray(rng.integers(0, 2, 200) * 2.0 - 1.0)
+
+    def f(w):
+        return jnp.mean(jnp.logaddexp(0.0, -labels * (features @ w))) + 0.5e-2 * w @ w
+
+    return f
+
+
+QUAD, QUAD_STAR = make_quadratic(12, 0)
+PROBLEMS = {
+    "rosenbrock-2": (rosenbrock, np.array([-1.2, 1.0])),
+    "rosenbrock-10": (extended_rosenbrock, np.tile([-1.2, 1.0], 5)),
+    "beale": (beale, np.array([1.0, 1.0])),
+    "quadratic-12": (QUAD, np.zeros(12)),
+    "logistic": (make_logistic(0), np.zeros(8)),
+}
+SCIPY = {"lbfgs": "L-BFGS-B", "bfgs": "BFGS", "cg": "CG"}
+
+
+def scipy_solve(f, x0, method):
+    fg = jax.jit(jax.value_and_grad(f))
+    res = scipy.optimize.minimize(
+        lambda x: tuple(np.asarray(v) for v in fg(jnp.asarray(x))), x0, jac=True,
+        method=method, options={"gtol": 1e-9, "maxiter": 10_000} if method != "L-BFGS-B"
+        else {"gtol": 1e-9, "ftol": 1e-15, "maxiter": 10_000},
+    )
+    return res
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "bfgs", "cg"])
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+def test_matches_scipy(method, name):
+    f, x0 = PROBLEMS[name]
+    # CG on the quadratic reaches 2e-8 before f stops resolving (scipy's CG: 9e-8; see
+    # test_cg_reports_precision_loss_below_scipys_gradient).
+    tol = 1e-7 if (method, name) == ("cg", "quadratic-12") else 1e-8
+    res = jopt.minimize(f, jnp.asarray(x0), method=method, tol=tol)
+    assert int(res.status) == jopt.Status.CONVERGED, res.message
+    assert bool(res.success)
+    assert float(jnp.max(jnp.abs(res.jac))) <= tol
+    ref = scipy_solve(f, x0, SCIPY[method])
+    np.testing.assert_allclose(float(res.fun), ref.fun, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(res.x), ref.x, rtol=1e-5, atol=1e-6)
+    if name == "quadratic-12":
+        np.testing.assert_allclose(np.asarray(res.x), QUAD_STAR, rtol=1e-7, atol=1e-8)
+    assert int(res.nfev) == int(res.njev) >= int(res.nit)
+
+
+def test_cg_reports_precision_loss_below_scipys_gradient():
+    f, x0 = PROBLEMS["quadratic-12"]
+    res = jopt.minimize(f, jnp.asarray(x0), method="cg", tol=1e-9)
+    ref = scipy_solve(f, x0, "CG")  # scipy: "Desired error not ... due to precision loss"
+    assert ref.status == 2
+    assert int(res.status) == jopt.Status.PRECISION and "precision" in res.message
+    assert float(jnp.max(jnp.abs(res.jac))) <= np.max(np.abs(ref.jac))
+
+
+@pytest.mark.parametrize("beta", ["hz", "pr+", "hs", "fr", "dy"])
+def test_every_cg_beta_converges(beta):
+    f, x0 = PROBLEMS["rosenbrock-2"]
+    res = jopt.minimize(f, jnp.asarray(x0), method=jopt.nonlinear_cg(beta), tol=1e-6,
+                        maxiter=5000)
+    assert int(res.status) == 0, (beta, res.message)
+    np.testing.assert_allclose(np.asarray(res.x), [1.0, 1.0], atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "bfgs", "cg"])
+def test_loss_never_goes_up(method):
+    f, x0 = PROBLEMS["rosenbrock-10"]
+    res = jopt.minimize(f, jnp.asarray(x0), method=method, history=True, maxiter=3000)
+    hist = np.asarray(res.f_history)[: int(res.nit) + 1]
+    assert np.all(np.isfinite(hist))
+    # No increase beyond rounding noise (approximate-Wolfe steps may tie f within ulps).
+    assert np.all(np.diff(hist) <= 8 * np.finfo(np.float64).eps * np.abs(hist[:-1]))
+    assert np.all(np.isnan(np.asarray(res.f_history)[int(res.nit) + 1:]))
+
+
+def test_float32_rosenbrock_reaches_relative_gradient_tolerance():
+    for x0 in ([-1.2, 1.0] * 5, [-1.2, 1.0], [2.0, -2.0, 0.5, 1.5]):
+        x0 = jnp.asarray(x0, jnp.float32)
+        res = jopt.minimize(rosenbrock, x0, method="lbfgs", tol=1e-4, maxiter=2000)
+        assert res.x.dtype == jnp.float32 and res.fun.dtype == jnp.float32
+        assert bool(jnp.all(jnp.isfinite(res.x)))
+        gmax = float(jnp.max(jnp.abs(res.jac)))
+        assert gmax <= 1e-4 * max(1.0, abs(float(res.fun))), (res.message, gmax)
+        assert int(res.status) == 0
+
+
+def test_vmap_over_x0_equals_separate_runs():
+    starts = jnp.asarray([[-1.2, 1.0], [2.0, 2.0], [0.0, 0.0], [-0.5, 3.0]])
+    batched = jax.vmap(lambda x0: jopt.minimize(rosenbrock, x0, tol=1e-8))(starts)
+    for i in range(starts.shape[0]):
+        single = jopt.minimize(rosenbrock, starts[i], tol=1e-8)
+        np.testing.assert_allclose(batched.x[i], single.x, rtol=1e-12, atol=1e-12)
+        assert int(batched.nit[i]) == int(single.nit)
+        assert int(batched.nfev[i]) == int(single.nfev)
+    assert list(batched.message) == [jopt.Status.MESSAGES[0]] * 4
+
+
+def test_vmap_over_tolerances_and_args():
+    tols = jnp.asarray([1e-2, 1e-5, 1e-9])
+    res = jax.vmap(lambda t: jopt.minimize(rosenbrock, jnp.asarray([-1.2, 1.0]), tol=t))(tols)
+    gmax = jnp.max(jnp.abs(res.jac), axis=1)
+    assert bool(jnp.all(gmax <= tols))
+    assert int(res.nit[0]) < int(res.nit[1]) < int(res.nit[2])
+
+    def shifted(x, c):
+        return jnp.sum((x - c) ** 4 + (x - c) ** 2)
+
+    centers = jnp.asarray([[1.0, 2.0], [-3.0, 0.5]])
+    res = jax.vmap(lambda c: jopt.minimize(shifted, jnp.zeros(2), args=(c,), tol=1e-9))(centers)
+    np.testing.assert_allclose(res.x, centers, atol=1e-8)
+
+
+def test_eager_calls_reuse_the_compiled_loop():
+    from jopt.minimize import _run
+
+    traces = []
+
+    def f(x, scale):
+        traces.append(1)
+        return jnp.sum(scale * (x - 1.0) ** 2) + jnp.sum(x**4)
+
+    jopt.minimize(f, jnp.zeros(3), args=(2.0,))
+    n_after_first, compiled = len(traces), _run._cache_size()
+    for k in range(3):
+        res = jopt.minimize(f, jnp.full(3, float(k)), args=(3.0 + k,), tol=10.0 ** (-6 - k))
+        assert int(res.status) == 0
+    assert len(traces) == n_after_first  # not re-traced ...
+    assert _run._cache_size() == compiled  # ... nor recompiled
+
+
+def test_inside_user_jit_and_grad_free_of_python_branching():
+    @jax.jit
+    def solve(x0):
+        return jopt.minimize(rosenbrock, x0, method="lbfgs").x
+
+    np.testing.assert_allclose(solve(jnp.asarray([-1.2, 1.0])), [1.0, 1.0], atol=1e-6)
+
+
+def test_counters_are_evaluations_actually_made_and_vmap_adds_none():
+    calls = []
+
+    def f(x):
+        jax.debug.callback(lambda: calls.append(1))
+        return rosenbrock(x)
+
+    x0 = jnp.asarray([-1.2, 1.0])
+    res = jopt.minimize(f, x0)
+    jax.effects_barrier()
+    unbatched = len(calls)
+    assert unbatched == int(res.nfev)
+    calls.clear()
+    batched = jax.vmap(lambda x: jopt.minimize(f, x))(x0[None])
+    jax.effects_barrier()
+    assert len(calls) == unbatched == int(batched.nfev[0])
+
+
+def test_pytree_parameters_and_optax_transforms():
+    def f(p):
+        return jnp.sum((p["w"] - 2.0) ** 2) + (p["b"] + 1.0) ** 2 + 0.1 * jnp.sum(p["w"] ** 4)
+
+    x0 = {"w": jnp.zeros((2, 2)), "b": jnp.asarray(0.0)}
+    ours = jopt.minimize(f, x0, method="lbfgs", tol=1e-10)
+    assert int(ours.status) == 0
+    theirs = jopt.minimize(f, x0, method=optax.lbfgs(), tol=1e-10)  # optax's own L-BFGS
+    assert int(theirs.status) == 0
+    np.testing.assert_allclose(ours.x["w"], theirs.x["w"], atol=1e-8)
+    adam = jopt.minimize(f, x0, method=optax.adam(0.05), maxiter=50)
+    assert int(adam.status) == jopt.Status.MAXITER and int(adam.nfev) == 51
+
+
+def test_lbfgs_in_a_users_own_loop_matches_minimize():
+    f, x0 = PROBLEMS["rosenbrock-2"]
+    opt = jopt.lbfgs()
+    x = jnp.asarray(x0)
+    state = opt.init(x)
+    value, grad = jax.value_and_grad(f)(x)
+    step = jax.jit(lambda x, s, v, g: opt.update(g, s, x, value=v, grad=g, value_fn=f))
+    for _ in range(20):
+        updates, state = step(x, state, value, grad)
+        x = optax.apply_updates(x, updates)
+        ls = state[-1]
+        value, grad = ls.value, ls.grad  # reused: no second evaluation
+    np.testing.assert_allclose(value, f(x), rtol=1e-14)
+    ref = jopt.minimize(f, jnp.asarray(x0), maxiter=20)
+    np.testing.assert_allclose(x, ref.x, rtol=1e-12)
+
+
+def test_strong_wolfe_conditions_hold_at_accepted_step():
+    f = beale
+    x = jnp.asarray([1.0, 1.0])
+    value, grad = jax.value_and_grad(f)(x)
+    d = -grad
+    search = jopt.scale_by_strong_wolfe(c1=1e-4, c2=0.1, initial_step="adaptive")
+    updates, state = search.update(d, search.init(x), x, value=value, grad=grad, value_fn=f)
+    alpha = float(state.step)
+    assert int(state.status) == LineSearchStatus.WOLFE and alpha > 0
+    slope0 = float(grad @ d)
+    assert float(f(x + updates)) <= float(value) + 1e-4 * alpha * slope0
+    assert abs(float(jax.grad(f)(x + updates) @ d)) <= 0.1 * abs(slope0)
+    np.testing.assert_allclose(state.grad, jax.grad(f)(x + updates), rtol=1e-14)
+
+
+def test_nonfinite_trial_values_shrink_the_step():
+    # log barrier: NaN for x <= 0, where an over-long step lands.
+    def f(x):
+        return jnp.sum(x - jnp.log(x))
+
+    res = jopt.minimize(f, jnp.asarray([10.0, 0.05]), tol=1e-9)
+    assert int(res.status) == 0, res.message
+    np.testing.assert_allclose(res.x, [1.0, 1.0], atol=1e-8)
+
+
+def test_backtracking_line_search_in_gradient_descent():
+    opt = optax.chain(optax.scale(-1.0), jopt.scale_by_backtracking(initial_step="adaptive"))
+    f, x0 = PROBLEMS["quadratic-12"]
+    res = jopt.minimize(f, jnp.asarray(x0), method=opt, tol=1e-6, maxiter=5000)
+    assert int(res.status) == 0
+    np.testing.assert_allclose(res.x, QUAD_STAR, atol=1e-5)
+
+
+def test_verbose_prints_progress(capsys):
+    jopt.minimize(rosenbrock, jnp.asarray([-1.2, 1.0]), verbose=10)
+    jax.effects_barrier()
+    out = capsys.readouterr().out
+    assert "iter     10" in out and "|g|inf" in out
+
+
+# ------------------------------------------------------------------------- bad input
+
+
+def test_unknown_method_lists_valid_names():
+    with pytest.raises(ValueError, match=r"Unknown `method` 'newton-raphson'.*'bfgs'"):
+        jopt.minimize(rosenbrock, jnp.zeros(2), method="newton-raphson")
+
+
+def test_non_scalar_or_non_float_objective():
+    with pytest.raises(ValueError, match="`fun` must return a scalar"):
+        jopt.minimize(lambda x: x**2, jnp.zeros(2))
+    with pytest.raises(TypeError, match="`fun` must return a real floating-point scalar"):
+        jopt.minimize(lambda x: jnp.sum(x).astype(jnp.int32), jnp.zeros(2))
+
+
+def test_integer_x0_tolerance_and_maxiter():
+    with pytest.raises(TypeError, match=r"`x0` leaf .* has dtype int"):
+        jopt.minimize(rosenbrock, jnp.asarray([1, 2]))
+    with pytest.raises(ValueError, match="`tol` must be > 0"):
+        jopt.minimize(rosenbrock, jnp.zeros(2), tol=0.0)
+    with pytest.raises(ValueError, match="`maxiter` must be >= 1"):
+        jopt.minimize(rosenbrock, jnp.zeros(2), maxiter=0)
+    with pytest.raises(TypeError, match="`args` must be a tuple"):
+        jopt.minimize(rosenbrock, jnp.zeros(2), args=[1.0])
+
+
+def test_nan_at_x0_is_a_status_not_an_exception():
+    res = jopt.minimize(lambda x: jnp.sum(jnp.log(x)), jnp.asarray([-1.0, 1.0]))
+    assert int(res.status) == jopt.Status.NONFINITE
+    assert "Non-finite" in res.message
+    assert int(res.nit) == 0 and not bool(res.success)
