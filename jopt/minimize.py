@@ -73,8 +73,9 @@ class MinimizeResult(NamedTuple):
     Attributes:
       x: solution. fun: objective at ``x``. jac: gradient at ``x``.
       nit: iterations. nfev / njev: objective / gradient evaluations (line-search trials
-      included; jopt evaluates both together, so they are equal). nhev: Hessian(-vector)
-      products. success: ``status`` is CONVERGED or SMALL_CHANGE. status: a
+      included; jopt evaluates both together, and ``njev`` adds the gradient each Newton
+      linearization recomputes). nhev: Hessian-vector products (dense Hessians for
+      ``"newton"``). success: ``status`` is CONVERGED or SMALL_CHANGE. status: a
       :class:`Status` code; ``message`` (host only) explains it.
       f_history / gnorm_history: per-iteration ``f`` and ``‖∇f‖∞`` (``history=True``;
       entry 0 is ``x0``, unused entries are NaN).
@@ -98,11 +99,20 @@ class MinimizeResult(NamedTuple):
         return _message(self.status)
 
 
+def _newton_module():  # TEMP: until jopt.linalg lands
+    from jopt.transforms import newton
+
+    return newton
+
+
 METHODS: dict[str, Callable[[], optax.GradientTransformationExtraArgs]] = {
     "lbfgs": lbfgs,
     "l-bfgs": lbfgs,
     "bfgs": bfgs,
     "cg": nonlinear_cg,
+    "newton-cg": lambda: _newton_module().newton_cg(),
+    "trust-ncg": lambda: _newton_module().trust_ncg(),
+    "newton": lambda: _newton_module().newton(),
 }
 
 
@@ -139,6 +149,13 @@ def _find_linesearch_state(state: PyTree) -> LineSearchState | None:
         if isinstance(node, LineSearchState)
     ]
     return found[-1] if found else None
+
+
+def _count_field(state: PyTree, field: str) -> jax.Array:
+    """Sum of the integer counter ``field`` over every NamedTuple in ``state`` that has it."""
+    nodes = jax.tree.leaves(state, is_leaf=lambda n: hasattr(n, "_fields") and field in n._fields)
+    counts = [getattr(n, field) for n in nodes if hasattr(n, "_fields") and field in n._fields]
+    return sum(counts[1:], counts[0]) if counts else jnp.zeros([], jnp.int32)
 
 
 class _Loop(NamedTuple):
@@ -190,7 +207,8 @@ def minimize(
     Args:
       fun: objective ``(x, *args) -> scalar``.
       x0: starting point (pytree of float arrays; its dtype is kept).
-      method: ``"lbfgs"`` (default), ``"bfgs"``, ``"cg"``, or any optax/jopt transform
+      method: ``"lbfgs"`` (default), ``"bfgs"``, ``"cg"``, ``"newton-cg"``, ``"trust-ncg"``,
+        ``"newton"``, or any optax/jopt transform
         (transforms needing the objective receive ``value``, ``grad`` and ``value_fn``).
       args: extra arguments of ``fun`` (traced: new values do not recompile).
       tol: stop when ``‖∇f‖∞ <= tol``.
@@ -231,10 +249,21 @@ def minimize(
     )
     # Strongly-typed inputs: a weakly-typed x0 (e.g. from jnp.full(n, 0.0)) or a Python
     # tolerance must hit the same compiled loop as an ordinary array.
-    x0 = jax.tree.map(lambda a: jax.lax.convert_element_type(a, jnp.result_type(a)), x0)
-    dtype = jnp.result_type(*jax.tree.leaves(x0))
-    tol, ftol, xtol = (jax.lax.convert_element_type(t, dtype) for t in (tol, ftol, xtol))
+    # (Host-side numpy conversions: an eager JAX op per argument would cost more than a
+    # small solve.)
+    x0 = jax.tree.map(_strong, x0)
+    dtype = np.dtype(jnp.result_type(*jax.tree.leaves(x0)))
+    tol, ftol, xtol = (_strong(t, dtype) for t in (tol, ftol, xtol))
     return _run(config, tx, x0, args, tol, ftol, xtol)
+
+
+def _strong(a: Any, dtype: Any = None) -> Any:
+    """``a`` as a strongly-typed array (of ``dtype``), converting only when needed."""
+    if dtype is not None and is_concrete_number(a) and not isinstance(a, jax.Array):
+        return np.asarray(a, dtype)
+    if getattr(a, "weak_type", False) or (dtype is not None and jnp.result_type(a) != dtype):
+        return jax.lax.convert_element_type(a, dtype or jnp.result_type(a))
+    return a
 
 
 class _Config(NamedTuple):
@@ -288,9 +317,10 @@ def _run(config: _Config, tx, x0, args, tol, ftol, xtol) -> MinimizeResult:
         gnorm = tree_inf_norm(g_new)
         finite = jnp.isfinite(f_new) & jnp.isfinite(gnorm)
         step = tree_inf_norm(updates)
-        small_f = jnp.abs(s.f - f_new) <= ftol * jnp.maximum(
-            jnp.maximum(jnp.abs(s.f), jnp.abs(f_new)), 1.0)
-        small_x = step <= xtol * (xtol + tree_inf_norm(s.x))
+        moved = step > 0  # a rejected trust-region step is not convergence
+        small_f = moved & (jnp.abs(s.f - f_new) <= ftol * jnp.maximum(
+            jnp.maximum(jnp.abs(s.f), jnp.abs(f_new)), 1.0))
+        small_x = moved & (step <= xtol * (xtol + tree_inf_norm(s.x)))
         status = jnp.select(
             [~finite, ls_failed & at_precision, ls_failed, gnorm <= tol,
              (ftol > 0) & small_f, (xtol > 0) & small_x, nit >= config.maxiter],
@@ -319,6 +349,9 @@ def _run(config: _Config, tx, x0, args, tol, ftol, xtol) -> MinimizeResult:
         return _Loop(x_out, f_out, g_out, opt_state, nit, nfev, status, f_hist, g_hist)
 
     final = jax.lax.while_loop(lambda s: s.status < 0, body, init)
+    extra_grads = _count_field(final.opt_state, "num_grad_evals")
+    nhev = _count_field(final.opt_state, "num_hvp") + _count_field(final.opt_state,
+                                                                   "num_hessians")
     success = (final.status == Status.CONVERGED) | (final.status == Status.SMALL_CHANGE)
     return MinimizeResult(
         x=final.x,
@@ -326,8 +359,8 @@ def _run(config: _Config, tx, x0, args, tol, ftol, xtol) -> MinimizeResult:
         jac=final.g,
         nit=final.nit,
         nfev=final.nfev,
-        njev=final.nfev,
-        nhev=jnp.zeros([], jnp.int32),
+        njev=final.nfev + extra_grads,
+        nhev=nhev,
         success=success,
         status=final.status,
         f_history=final.f_hist,
