@@ -27,7 +27,9 @@ import numpy as np
 import optax
 
 from jopt._checks import check_float_tree, check_scalar_output, is_concrete_number
+from jopt.implicit import implicit_solution, implicit_value
 from jopt.linesearch import LineSearchState, LineSearchStatus
+from jopt.transforms.newton import newton, newton_cg, trust_ncg
 from jopt.transforms.quasi_newton import bfgs, lbfgs, nonlinear_cg
 from jopt.tree import tree_inf_norm
 
@@ -99,20 +101,14 @@ class MinimizeResult(NamedTuple):
         return _message(self.status)
 
 
-def _newton_module():  # TEMP: until jopt.linalg lands
-    from jopt.transforms import newton
-
-    return newton
-
-
 METHODS: dict[str, Callable[[], optax.GradientTransformationExtraArgs]] = {
     "lbfgs": lbfgs,
     "l-bfgs": lbfgs,
     "bfgs": bfgs,
     "cg": nonlinear_cg,
-    "newton-cg": lambda: _newton_module().newton_cg(),
-    "trust-ncg": lambda: _newton_module().trust_ncg(),
-    "newton": lambda: _newton_module().newton(),
+    "newton-cg": newton_cg,
+    "trust-ncg": trust_ncg,
+    "newton": newton,
 }
 
 
@@ -201,6 +197,7 @@ def minimize(
     history: bool = False,
     history_size: int | None = None,
     verbose: int = 0,
+    implicit_diff: bool = True,
 ) -> MinimizeResult:
     """Minimize ``fun(x, *args)`` over a pytree ``x`` starting from ``x0``.
 
@@ -219,6 +216,9 @@ def minimize(
       history_size: buffer length (default ``maxiter + 1``).
       verbose: print iteration, ``f`` and ``‖∇f‖∞`` every ``verbose`` iterations from
         inside the compiled loop (0: silent).
+      implicit_diff: make ``x`` and ``fun`` of the result differentiable with respect to
+        ``args`` (forward and reverse mode) by the implicit function theorem — see
+        :mod:`jopt.implicit`. Costs nothing unless differentiated.
 
     Returns:
       A :class:`MinimizeResult` (scipy's field names).
@@ -254,7 +254,13 @@ def minimize(
     x0 = jax.tree.map(_strong, x0)
     dtype = np.dtype(jnp.result_type(*jax.tree.leaves(x0)))
     tol, ftol, xtol = (_strong(t, dtype) for t in (tol, ftol, xtol))
-    return _run(config, tx, x0, args, tol, ftol, xtol)
+    res = _run(config, tx, x0, jax.lax.stop_gradient(args), tol, ftol, xtol)
+    if implicit_diff and jax.tree.leaves(args):
+        # d x*/d args by the implicit function theorem (CG on HVPs), d f*/d args by the
+        # envelope theorem; nothing is differentiated through the while_loop.
+        res = res._replace(x=implicit_solution(fun, res.x, args),
+                           fun=implicit_value(fun, res.fun, res.x, args))
+    return res
 
 
 def _strong(a: Any, dtype: Any = None) -> Any:

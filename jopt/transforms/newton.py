@@ -1,0 +1,278 @@
+"""Newton methods driven by Hessian-vector products: Newton-CG, trust-region Newton-CG,
+and exact (dense, modified) Newton for small problems.
+
+Each transform takes the objective as ``value_fn`` (an extra argument of ``update``, as
+for the line searches) and builds curvature from :mod:`jopt.calculus`: the gradient is
+linearized once per outer iteration (``jax.linearize``) and every inner CG step costs
+one tangent evaluation. The states count Hessian-vector products (``num_hvp``) and the
+extra gradient evaluation each linearization makes (``num_grad_evals``), so drivers
+report honest ``nhev`` / ``njev``.
+
+References:
+  Nocedal, J. & Wright, S. J. (2006). Numerical Optimization, 2nd ed.: Algorithm 7.1
+  (line-search Newton-CG, forcing term η_k = min(0.5, √‖∇f‖)), Algorithm 4.1 (trust-region
+  radius updates), Algorithm 7.2 (CG-Steihaug), §3.4 (Hessian modification by eigenvalue
+  shifts).
+  Steihaug, T. (1983). The conjugate gradient method and trust regions in large scale
+  optimization. SIAM J. Numer. Anal. 20(3).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.flatten_util import ravel_pytree
+
+from jopt._checks import check_float_tree, check_positive_int
+from jopt.calculus import grad_and_hvp_fn, hessian_matrix
+from jopt.linalg import cg, steihaug_cg
+from jopt.linesearch import LineSearchState, LineSearchStatus, scale_by_strong_wolfe
+from jopt.tree import tree_add_scaled, tree_inf_norm, tree_l2_norm, tree_scale, tree_select
+
+PyTree = Any
+
+__all__ = [
+    "NewtonCGState",
+    "NewtonState",
+    "TrustNCGState",
+    "newton",
+    "newton_cg",
+    "scale_by_newton",
+    "scale_by_newton_cg",
+    "trust_ncg",
+]
+
+
+def _need_objective(name: str, value_fn: Any, params: Any) -> None:
+    if value_fn is None or params is None:
+        raise ValueError(
+            f"{name} needs the objective: call `update(grads, state, params, value_fn=fun)`."
+        )
+
+
+def _forcing_rtol(grads: PyTree) -> jax.Array:
+    """N&W Alg. 7.1: η_k = min(0.5, √‖∇f‖) — CG solves loosely far away, tightly near x*."""
+    return jnp.minimum(0.5, jnp.sqrt(tree_l2_norm(grads)))
+
+
+def _size(tree: PyTree) -> int:
+    return sum(x.size for x in jax.tree.leaves(tree))
+
+
+# ----------------------------------------------------------------------- Newton-CG
+
+
+class NewtonCGState(NamedTuple):
+    """State of :func:`scale_by_newton_cg`."""
+
+    num_hvp: jax.Array  # cumulative Hessian-vector products
+    num_grad_evals: jax.Array  # cumulative gradient evaluations made by linearization
+    cg_iters: jax.Array  # CG iterations of the last step
+    negative_curvature: jax.Array  # last CG run met pᵀHp <= 0
+
+
+def scale_by_newton_cg(maxiter: int | None = None) -> optax.GradientTransformationExtraArgs:
+    """Truncated-Newton direction: CG on ``∇²f p = -∇f`` stopped by the forcing term.
+
+    Negative curvature met at the first CG iteration gives the steepest-descent direction
+    ``-∇f``; met later, the CG iterate so far (N&W Alg. 7.1). Chain with a line search (see
+    :func:`newton_cg`). ``maxiter`` bounds the CG iterations per outer step (default
+    ``20·n`` as in scipy, capped at 1000).
+    """
+    if maxiter is not None:
+        check_positive_int("maxiter", maxiter)
+
+    def init(params: PyTree) -> NewtonCGState:
+        check_float_tree("params", params)
+        zero = jnp.zeros([], jnp.int32)
+        return NewtonCGState(zero, zero, zero, jnp.zeros([], bool))
+
+    def update(grads, state, params=None, *, value_fn=None, **extra):
+        del extra
+        _need_objective("scale_by_newton_cg", value_fn, params)
+        _, hvp = grad_and_hvp_fn(value_fn, params)
+        limit = maxiter or min(20 * _size(params), 1000)
+        res = cg(hvp, tree_scale(-1.0, grads), rtol=_forcing_rtol(grads), maxiter=limit)
+        first = res.negative_curvature & (res.num_iters <= 1)
+        direction = tree_select(first, tree_scale(-1.0, grads), res.x)
+        return direction, NewtonCGState(
+            num_hvp=state.num_hvp + res.num_iters,
+            num_grad_evals=state.num_grad_evals + 1,
+            cg_iters=res.num_iters.astype(jnp.int32),
+            negative_curvature=res.negative_curvature,
+        )
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def newton_cg(
+    maxiter: int | None = None,
+    linesearch: optax.GradientTransformationExtraArgs | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """Line-search Newton-CG (N&W Alg. 7.1) with a strong-Wolfe search (unit first step).
+
+    Example:
+      >>> import jax.numpy as jnp, jopt
+      >>> res = jopt.minimize(lambda x: jnp.sum((x - 1) ** 4 + x**2), jnp.zeros(3),
+      ...                     method="newton-cg")
+    """
+    return optax.chain(scale_by_newton_cg(maxiter), linesearch or scale_by_strong_wolfe())
+
+
+# ------------------------------------------------------------- trust-region Newton-CG
+
+
+class TrustNCGState(NamedTuple):
+    """State of :func:`trust_ncg`; ``record`` carries value/gradient at the current point."""
+
+    radius: jax.Array
+    num_hvp: jax.Array
+    num_grad_evals: jax.Array
+    ratio: jax.Array  # ρ of the last trial step
+    accepted: jax.Array
+    record: LineSearchState
+
+
+def trust_ncg(
+    initial_radius: float = 1.0,
+    max_radius: float = 1000.0,
+    eta: float = 0.15,
+    maxiter: int | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """Trust-region Newton-CG: CG-Steihaug steps with ρ-based radius updates.
+
+    Each update solves the model ``min gᵀp + ½pᵀ∇²f p, ‖p‖ ≤ Δ`` by CG-Steihaug (N&W Alg.
+    7.2, forcing term ``min(0.5, √‖g‖)``), evaluates ``f`` and ``∇f`` once at ``x + p`` and
+    compares actual with predicted decrease, ``ρ``. The radius shrinks to ``‖p‖/4`` when
+    ``ρ < 1/4`` and doubles (up to ``max_radius``) when ``ρ > 3/4`` on the boundary; the step
+    is taken when ``ρ > eta`` (N&W Alg. 4.1). A rejected step returns zero updates and keeps
+    the value and gradient at ``x``: no evaluation is repeated. A radius collapsing below
+    machine precision relative to ``x`` ends with ``record.status = FAILED``.
+
+    Args:
+      initial_radius, max_radius: trust radii (``0 < initial <= max``).
+      eta: acceptance threshold in ``[0, 1/4)``.
+      maxiter: CG iterations per step (default ``20·n`` capped at 1000).
+    """
+    if not (0 < initial_radius <= max_radius):
+        raise ValueError(
+            f"Need 0 < `initial_radius` <= `max_radius`, got {initial_radius}, {max_radius}.")
+    if not 0 <= eta < 0.25:
+        raise ValueError(f"`eta` must lie in [0, 0.25), got {eta}.")
+    if maxiter is not None:
+        check_positive_int("maxiter", maxiter)
+
+    def init(params: PyTree) -> TrustNCGState:
+        check_float_tree("params", params)
+        dtype = jnp.result_type(*jax.tree.leaves(params))
+        zero = jnp.zeros([], jnp.int32)
+        record = LineSearchState(
+            value=jnp.full([], jnp.inf, dtype), grad=jax.tree.map(jnp.zeros_like, params),
+            step=jnp.zeros([], dtype), slope=jnp.zeros([], dtype), num_evals=zero,
+            num_trials=zero, status=zero, direction_reset=jnp.zeros([], bool))
+        return TrustNCGState(jnp.asarray(initial_radius, dtype), zero, zero,
+                             jnp.zeros([], dtype), jnp.zeros([], bool), record)
+
+    def update(grads, state, params=None, *, value=None, grad=None, value_fn=None, **extra):
+        del extra, grad  # the gradient at params is `grads`
+        _need_objective("trust_ncg", value_fn, params)
+        value_and_grad = jax.value_and_grad(value_fn)
+        evals = 0
+        if value is None:
+            value, grads = value_and_grad(params)
+            evals = 1
+        dtype = state.radius.dtype
+        eps = jnp.finfo(dtype).eps
+        _, hvp = grad_and_hvp_fn(value_fn, params)
+        limit = maxiter or min(20 * _size(params), 1000)
+        sub = steihaug_cg(hvp, grads, state.radius, rtol=_forcing_rtol(grads), maxiter=limit)
+        trial_value, trial_grad = value_and_grad(tree_add_scaled(params, 1.0, sub.step))
+        actual = value - trial_value
+        predicted = sub.model_decrease
+        finite = jnp.isfinite(trial_value) & jnp.isfinite(tree_inf_norm(trial_grad))
+        ratio = jnp.where(finite & (predicted > 0), actual / jnp.where(predicted > 0,
+                                                                         predicted, 1.0),
+                          -jnp.inf)
+        step_norm = tree_l2_norm(sub.step)
+        radius = jnp.where(
+            ratio < 0.25, 0.25 * step_norm,
+            jnp.where((ratio > 0.75) & sub.hits_boundary,
+                      jnp.minimum(2.0 * state.radius, max_radius), state.radius))
+        accept = ratio > eta
+        collapsed = ~accept & (radius <= eps * jnp.maximum(tree_inf_norm(params), 1.0))
+        record = LineSearchState(
+            value=jnp.where(accept, trial_value, value),
+            grad=tree_select(accept, trial_grad, grads),
+            step=jnp.where(accept, 1.0, 0.0).astype(dtype),
+            slope=-predicted,
+            num_evals=state.record.num_evals + 1 + evals,
+            num_trials=jnp.ones([], jnp.int32),
+            status=jnp.where(collapsed, LineSearchStatus.FAILED,
+                             LineSearchStatus.WOLFE).astype(jnp.int32),
+            direction_reset=jnp.zeros([], bool),
+        )
+        updates = tree_select(accept, sub.step, jax.tree.map(jnp.zeros_like, sub.step))
+        return updates, TrustNCGState(
+            radius=radius.astype(dtype),
+            num_hvp=state.num_hvp + sub.num_iters,
+            num_grad_evals=state.num_grad_evals + 1,
+            ratio=ratio.astype(dtype),
+            accepted=accept,
+            record=record,
+        )
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+# --------------------------------------------------------------------- exact Newton
+
+
+class NewtonState(NamedTuple):
+    """State of :func:`scale_by_newton`; ``num_hessians`` counts dense Hessians formed."""
+
+    num_hessians: jax.Array
+    min_eigenvalue: jax.Array  # smallest Hessian eigenvalue at the last step
+
+
+def scale_by_newton(shift: float | None = None) -> optax.GradientTransformationExtraArgs:
+    """Modified Newton direction ``-B⁻¹∇f`` from the dense Hessian (small ``n`` only).
+
+    ``B = Q diag(max(|λ_i|, δ)) Qᵀ`` for the eigen-decomposition ``∇²f = Q Λ Qᵀ``: negative
+    eigenvalues are flipped and tiny ones lifted to ``δ = shift`` (default
+    ``√eps·max(1, max|λ|)``), so indefinite or singular Hessians still give a descent
+    direction (N&W §3.4, eq. 3.41 and the absolute-value modification).
+    """
+
+    def init(params: PyTree) -> NewtonState:
+        check_float_tree("params", params)
+        dtype = jnp.result_type(*jax.tree.leaves(params))
+        return NewtonState(jnp.zeros([], jnp.int32), jnp.zeros([], dtype))
+
+    def update(grads, state, params=None, *, value_fn=None, **extra):
+        del extra
+        _need_objective("scale_by_newton", value_fn, params)
+        h = hessian_matrix(value_fn, params)
+        g, unravel = ravel_pytree(grads)
+        lam, q = jnp.linalg.eigh(0.5 * (h + h.T))
+        scale = jnp.max(jnp.abs(lam), initial=0.0)
+        delta = (jnp.sqrt(jnp.finfo(g.dtype).eps) * jnp.maximum(1.0, scale)
+                 if shift is None else jnp.asarray(shift, g.dtype))
+        modified = jnp.maximum(jnp.abs(lam), delta)
+        direction = -(q @ ((q.T @ g) / modified))
+        ok = jnp.all(jnp.isfinite(direction))
+        direction = jnp.where(ok, direction, -g)
+        return unravel(direction), NewtonState(state.num_hessians + 1, lam[0])
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def newton(
+    shift: float | None = None,
+    linesearch: optax.GradientTransformationExtraArgs | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """Exact modified Newton with a strong-Wolfe search; see :func:`scale_by_newton`."""
+    return optax.chain(scale_by_newton(shift), linesearch or scale_by_strong_wolfe())
+
