@@ -254,7 +254,8 @@ def minimize(
     x0 = jax.tree.map(_strong, x0)
     dtype = np.dtype(jnp.result_type(*jax.tree.leaves(x0)))
     tol, ftol, xtol = (_strong(t, dtype) for t in (tol, ftol, xtol))
-    res = _run(config, tx, x0, jax.lax.stop_gradient(args), tol, ftol, xtol)
+    run = _compiled_loop(jax.default_backend())
+    res = run(config, tx, x0, jax.lax.stop_gradient(args), tol, ftol, xtol)
     if implicit_diff and jax.tree.leaves(args):
         # d x*/d args by the implicit function theorem (CG on HVPs), d f*/d args by the
         # envelope theorem; nothing is differentiated through the while_loop.
@@ -280,7 +281,20 @@ class _Config(NamedTuple):
     verbose: int
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
+# XLA:CPU spends most of a solver's compile time in LLVM on the loop's many small scalar
+# kernels. Measured on the problem suite (2-core CPU): these options halve compile time
+# and leave run time unchanged or better (the vector kernels are simple either way).
+_COMPILER_OPTIONS = {
+    "cpu": {"xla_backend_optimization_level": 1, "xla_llvm_disable_expensive_passes": True},
+}
+
+
+@functools.cache
+def _compiled_loop(backend: str) -> Callable:
+    """The jitted solver loop for ``backend`` (compiled per objective, method and shapes)."""
+    return jax.jit(_run, static_argnums=(0, 1), compiler_options=_COMPILER_OPTIONS.get(backend))
+
+
 def _run(config: _Config, tx, x0, args, tol, ftol, xtol) -> MinimizeResult:
     value_fn = lambda x: config.fun(x, *args)  # noqa: E731
     check_scalar_output("fun", value_fn, x0)  # at trace time: once per compilation

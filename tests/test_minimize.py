@@ -156,7 +156,9 @@ def test_vmap_over_tolerances_and_args():
 
 
 def test_eager_calls_reuse_the_compiled_loop():
-    from jopt.minimize import _run
+    from jopt.minimize import _compiled_loop
+
+    loop = _compiled_loop(jax.default_backend())
 
     traces = []
 
@@ -165,12 +167,12 @@ def test_eager_calls_reuse_the_compiled_loop():
         return jnp.sum(scale * (x - 1.0) ** 2) + jnp.sum(x**4)
 
     jopt.minimize(f, jnp.zeros(3), args=(2.0,))
-    n_after_first, compiled = len(traces), _run._cache_size()
+    n_after_first, compiled = len(traces), loop._cache_size()
     for k in range(3):
         res = jopt.minimize(f, jnp.full(3, float(k)), args=(3.0 + k,), tol=10.0 ** (-6 - k))
         assert int(res.status) == 0
     assert len(traces) == n_after_first  # not re-traced ...
-    assert _run._cache_size() == compiled  # ... nor recompiled
+    assert loop._cache_size() == compiled  # ... nor recompiled
 
 
 def test_inside_user_jit_and_grad_free_of_python_branching():

@@ -1,0 +1,677 @@
+"""Hessian-free optimization (Martens 2010): damped Gauss-Newton steps by truncated CG.
+
+Each update minimises the damped quadratic model
+
+    q(p) = gᵀp + ½ pᵀ(G + λI) p,        g = ∇f(x),
+
+by (preconditioned) conjugate gradients on pytree vectors, where ``G`` is the generalized
+Gauss-Newton matrix ``Jᵀ H_L J`` of a ``model_fn`` / ``loss_fn`` split (products from
+:func:`jopt.gnvp_fn`: one linearization of the model per update, one JVP + loss-HVP +
+transposed JVP per product) and ``λ`` the Tikhonov damping. The pieces of Martens'
+Algorithm 1 are small pure functions below:
+
+* CG warm-started from the previous update's final CG iterate decayed by ``ζ = 0.95``
+  (§4.5); a warm start with ``q(ζp) >= 0`` is replaced by ``p = 0`` (Martens & Sutskever
+  2012 recommend never starting CG worse than zero);
+* the relative-progress stopping rule (§4.4): stop at iteration ``i > k`` when
+  ``(q_i − q_{i−k}) / q_i < k·ε`` with ``k = max(10, ⌊i/10⌋)``; ``q_i`` comes from the CG
+  recurrences for free, ``q(p) = ½ pᵀ(r + g)`` with ``r = (G + λI)p + g``;
+* CG-iterate backtracking (§4.6): iterates at iterations ``⌈1.3^j⌉`` are kept in a
+  fixed-size buffer; starting from the final iterate, earlier ones are tried while the
+  objective keeps decreasing (one evaluation per loop step);
+* the Levenberg-Marquardt rule (§4.1): ``ρ = (f(x+p) − f(x)) / (q̃(p) − q̃(0))``;
+  ``λ ← 3/2·λ`` when ``ρ < 1/4``, ``λ ← 2/3·λ`` when ``ρ > 3/4``. ``q̃`` is the *undamped*
+  model ``gᵀp + ½pᵀGp`` (the trust-region reading of the damping: ``λ`` is the multiplier
+  of an implicit trust region, not part of the model of ``f``);
+* an Armijo backtracking line search on the chosen step (Martens' "simple" search:
+  ``α ∈ {1, 0.8, 0.8², …}``, ``c = 10⁻²``);
+* an optional diagonal preconditioner (§4.7) ``M = (diag(Σ_i ∇f_i²) + λ)^ξ``, ``ξ = 0.75``.
+
+Every objective evaluation is a ``value_and_grad`` (so the gradient at the accepted point
+is known without a further pass, and the driver's ``nfev``/``njev`` stay honest); all loops
+make exactly one evaluation or one curvature product per step and decide by ``jnp.where``,
+so the transform is jit- and vmap-friendly.
+
+References:
+  Martens, J. (2010). Deep learning via Hessian-free optimization. ICML, §4.1 (damping,
+  Levenberg-Marquardt rule), §4.2 (Gauss-Newton products), §4.4 (CG termination), §4.5
+  (sharing information across iterations), §4.6 (CG iteration backtracking), §4.7
+  (preconditioning), Algorithm 1.
+  Martens, J. & Sutskever, I. (2012). Training deep and recurrent networks with
+  Hessian-free optimization. In Neural Networks: Tricks of the Trade, 2nd ed., Springer.
+  Schraudolph, N. N. (2002). Fast curvature matrix-vector products for second-order
+  gradient descent. Neural Computation 14(7).
+  Nocedal, J. & Wright, S. J. (2006). Numerical Optimization, 2nd ed.: Alg. 3.1
+  (backtracking), Alg. 5.3 (preconditioned CG), §4.1 and §10.3 (ρ, Levenberg-Marquardt).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jopt._checks import (
+    check_float_tree,
+    check_in_range,
+    check_nonnegative,
+    check_positive_int,
+    check_same_structure,
+    is_concrete_number,
+)
+from jopt.calculus import gnvp_fn, grad_and_hvp_fn
+from jopt.linesearch import LineSearchState, LineSearchStatus
+from jopt.tree import (
+    tree_add_scaled,
+    tree_inf_norm,
+    tree_l2_norm,
+    tree_scale,
+    tree_select,
+    tree_vdot,
+)
+
+PyTree = Any
+MatVec = Callable[[PyTree], PyTree]
+ValueAndGrad = Callable[[PyTree], tuple[jax.Array, PyTree]]
+
+__all__ = ["HessianFreeState", "hessian_free"]
+
+
+class HessianFreeState(NamedTuple):
+    """State of :func:`hessian_free`.
+
+    Attributes:
+      damping: current Tikhonov damping ``λ``.
+      prev_solution: final CG iterate of the last update (the warm start, decayed by ``ζ``).
+      num_hvp: cumulative curvature-vector products (Gauss-Newton or Hessian).
+      num_grad_evals: cumulative gradient linearizations of the Hessian fallback path.
+      cg_iters: CG iterations of the last update.
+      ratio: reduction ratio ``ρ`` of the last update (``-inf`` for a non-finite trial).
+      accepted: the last update took a nonzero step.
+      record: value and gradient at the new point, evaluation counts, line-search status
+        (a :class:`jopt.LineSearchState`; ``jopt.minimize`` reads it).
+    """
+
+    damping: jax.Array
+    prev_solution: PyTree
+    num_hvp: jax.Array
+    num_grad_evals: jax.Array
+    cg_iters: jax.Array
+    ratio: jax.Array
+    accepted: jax.Array
+    record: LineSearchState
+
+
+# --------------------------------------------------------------------- small helpers
+
+
+def _dtype(tree: PyTree) -> Any:
+    return jnp.result_type(*jax.tree.leaves(tree))
+
+
+def _cast_like(tree: PyTree, like: PyTree) -> PyTree:
+    """``tree`` with the leaf dtypes of ``like`` (keeps ``lax`` loop carries type-stable)."""
+    return jax.tree.map(lambda x, ref: jnp.asarray(x).astype(jnp.result_type(ref)), tree, like)
+
+
+def _stack_get(stacked: PyTree, j: jax.Array) -> PyTree:
+    return jax.tree.map(lambda s: s[j], stacked)
+
+
+def save_iterations(max_iters: int, base: float = 1.3) -> np.ndarray:
+    """The CG iterations ``⌈base^j⌉ <= max_iters`` (unique, ascending) whose iterates are kept.
+
+    Martens (2010) §4.6 keeps iterates at geometrically spaced iterations so that
+    backtracking over them costs ``O(log max_iters)`` stored vectors.
+    """
+    out: list[int] = []
+    j = 0
+    while (i := math.ceil(base**j)) <= max_iters:
+        if not out or i > out[-1]:
+            out.append(i)
+        j += 1
+    return np.asarray(out, np.int32)
+
+
+def _slot_table(saves: np.ndarray, max_iters: int) -> np.ndarray:
+    """``table[i]`` = buffer slot of iteration ``i`` (``-1``: not kept)."""
+    table = np.full(max_iters + 1, -1, np.int32)
+    table[saves] = np.arange(saves.size, dtype=np.int32)
+    return table
+
+
+def _value_and_grad(value_fn: Callable[[PyTree], jax.Array], params: PyTree,
+                    dtype: Any) -> ValueAndGrad:
+    """``p -> (f(params + p), ∇f(params + p))`` with the value non-finite mapped to ``+inf``."""
+    vg = jax.value_and_grad(value_fn)
+
+    def evaluate(p: PyTree) -> tuple[jax.Array, PyTree]:
+        f, g = vg(tree_add_scaled(params, 1.0, p))
+        f = jnp.asarray(f).astype(dtype)
+        return jnp.where(jnp.isfinite(f), f, jnp.inf), _cast_like(g, params)
+
+    return evaluate
+
+
+# ---------------------------------------------------------------- curvature products
+
+
+def curvature_matvec(
+    params: PyTree,
+    damping: jax.Array,
+    *,
+    model_fn: Callable[[PyTree], PyTree] | None,
+    loss_fn: Callable[[PyTree], jax.Array] | None,
+    value_fn: Callable[[PyTree], jax.Array] | None,
+) -> tuple[MatVec, int]:
+    """Damped curvature product ``v -> (C + λI) v`` and the gradient evaluations it cost.
+
+    ``C`` is the Gauss-Newton matrix ``Jᵀ H_L J`` when ``model_fn`` and ``loss_fn`` are given
+    (Martens 2010 §4.2; Schraudolph 2002), else the Hessian of ``value_fn`` (the gradient is
+    linearized once: one gradient evaluation). The Hessian may be indefinite; CG then stops
+    at the first direction of non-positive damped curvature.
+    """
+    if model_fn is not None and loss_fn is not None:
+        product, cost = gnvp_fn(model_fn, loss_fn, params), 0
+    else:
+        _, product = grad_and_hvp_fn(value_fn, params)
+        cost = 1
+
+    def matvec(v: PyTree) -> PyTree:
+        cv = _cast_like(product(v), params)
+        return jax.tree.map(lambda a, b: a + jnp.asarray(damping, b.dtype) * b, cv, v)
+
+    return matvec, cost
+
+
+def diagonal_preconditioner(sq_grads: PyTree, damping: jax.Array,
+                            exponent: float | jax.Array) -> MatVec:
+    """``r -> M⁻¹ r`` with ``M = (diag(Σ_i ∇f_i²) + λ)^ξ`` (Martens 2010 §4.7).
+
+    ``sq_grads`` is the sum of squared per-example gradients (the empirical Fisher
+    diagonal) or, when only a batch gradient is at hand, its square ``g ⊙ g``. Entries are
+    floored at ``eps·max`` so a zero diagonal with ``λ = 0`` cannot divide by zero.
+    """
+    diag = jax.tree.map(lambda s: s + jnp.asarray(damping, s.dtype), sq_grads)
+    dtype = _dtype(diag)
+    top = tree_inf_norm(diag)
+    floor = jnp.maximum(jnp.finfo(dtype).eps * top, jnp.finfo(dtype).tiny)
+    m = jax.tree.map(lambda d: jnp.maximum(d, floor.astype(d.dtype))
+                     ** jnp.asarray(exponent, d.dtype), diag)
+    return lambda r: jax.tree.map(jnp.divide, r, m)
+
+
+# ----------------------------------------------------------------------- Martens CG
+
+
+class MartensCGResult(NamedTuple):
+    """Result of :func:`martens_cg`.
+
+    Attributes:
+      x: final iterate. q: its model value ``q(x)`` (damped model).
+      saved: iterates at the iterations of :func:`save_iterations` (leading axis: slot).
+      saved_q: their model values.
+      num_saved: slots holding an iterate strictly earlier than the final one.
+      num_iters: CG iterations (one product each). num_matvecs: products in all (plus one
+        for the residual of a warm start).
+      negative_curvature: stopped at a direction with ``dᵀAd <= 0``.
+      negative_at_start: that happened at the first iteration (``x`` is the start).
+    """
+
+    x: PyTree
+    q: jax.Array
+    saved: PyTree
+    saved_q: jax.Array
+    num_saved: jax.Array
+    num_iters: jax.Array
+    num_matvecs: jax.Array
+    negative_curvature: jax.Array
+    negative_at_start: jax.Array
+
+
+class _CGCarry(NamedTuple):
+    i: jax.Array
+    x: PyTree
+    r: PyTree  # gradient of the model: A x + g
+    d: PyTree
+    rz: jax.Array  # rᵀ M⁻¹ r
+    q: jax.Array
+    q_hist: jax.Array  # q after each iteration, index 0: start
+    saved: PyTree
+    saved_q: jax.Array
+    stop: jax.Array
+    negative: jax.Array
+
+
+def _progress_stop(q_hist: jax.Array, i: jax.Array, q: jax.Array, eps: jax.Array) -> jax.Array:
+    """Martens (2010) §4.4: ``i > k`` and ``(q_i − q_{i−k}) / q_i < k·ε``, ``k = max(10, i/10)``.
+
+    With ``q_i < 0`` the test reads ``q_i − q_{i−k} > k·ε·q_i`` (no division).
+    """
+    k = jnp.maximum(10, i // 10)
+    q_prev = q_hist[jnp.maximum(i - k, 0)]
+    return (i > k) & (q < 0) & (q - q_prev > k.astype(q.dtype) * eps * q)
+
+
+def martens_cg(
+    matvec: MatVec,
+    g: PyTree,
+    x0: PyTree | None,
+    *,
+    max_iters: int,
+    eps: float | jax.Array,
+    precond: MatVec | None = None,
+    save_base: float | None = 1.3,
+) -> MartensCGResult:
+    """Preconditioned CG on ``min q(x) = gᵀx + ½xᵀAx`` with Martens' stopping rule.
+
+    Nocedal & Wright Alg. 5.3 with the relative-progress test of Martens (2010) §4.4, a
+    residual floor ``‖r‖ <= eps_dtype·‖g‖`` and a stop at non-positive curvature (the
+    iterate before that direction is returned). A start ``x0`` with ``q(x0) >= 0`` is
+    replaced by ``0`` (one product computes its residual either way). Iterates at the
+    iterations of :func:`save_iterations` (``save_base``; ``None``: none) are kept.
+    """
+    dtype = _dtype(g)
+    eps = jnp.asarray(eps, dtype)
+    apply_m = precond if precond is not None else (lambda r: r)
+    gnorm = tree_l2_norm(g)
+    r_floor = jnp.finfo(dtype).eps * gnorm
+    zeros = jax.tree.map(jnp.zeros_like, g)
+    if x0 is None:
+        x, r, q0, extra = zeros, g, jnp.zeros([], dtype), 0
+    else:
+        r_warm = tree_add_scaled(matvec(x0), 1.0, g)
+        q_warm = 0.5 * (tree_vdot(x0, r_warm) + tree_vdot(x0, g))
+        good = q_warm < 0
+        x = tree_select(good, x0, zeros)
+        r = tree_select(good, r_warm, g)
+        q0 = jnp.where(good, q_warm, 0).astype(dtype)
+        extra = 1
+    saves = save_iterations(max_iters, save_base) if save_base else np.zeros([0], np.int32)
+    table = jnp.asarray(_slot_table(saves, max_iters))
+    num_slots = saves.size
+    z = apply_m(r)
+
+    def cond(c: _CGCarry) -> jax.Array:
+        return ~c.stop & (c.i < max_iters)
+
+    def body(c: _CGCarry) -> _CGCarry:
+        ad = matvec(c.d)
+        dad = tree_vdot(c.d, ad)
+        alpha = c.rz / jnp.where(dad > 0, dad, 1)
+        negative = ~(dad > 0) | ~jnp.isfinite(alpha)
+        alpha = jnp.where(negative, 0, alpha)
+        x = tree_add_scaled(c.x, alpha, c.d)
+        r = tree_add_scaled(c.r, alpha, ad)
+        z = apply_m(r)
+        rz = tree_vdot(r, z)
+        beta = jnp.where(c.rz > 0, rz / jnp.where(c.rz > 0, c.rz, 1), 0)
+        d = tree_add_scaled(tree_scale(-1.0, z), beta, c.d)
+        q = 0.5 * (tree_vdot(x, r) + tree_vdot(x, g))
+        x, r, q = (tree_select(negative, c.x, x), tree_select(negative, c.r, r),
+                   jnp.where(negative, c.q, q))
+        i = c.i + 1
+        q_hist = c.q_hist.at[i].set(q)
+        saved, saved_q = c.saved, c.saved_q
+        if num_slots:
+            slot = table[i]
+            keep, at = slot >= 0, jnp.maximum(slot, 0)
+            saved = jax.tree.map(lambda s, v: s.at[at].set(jnp.where(keep, v, s[at])), saved, x)
+            saved_q = saved_q.at[at].set(jnp.where(keep, q, saved_q[at]))
+        small = tree_l2_norm(r) <= r_floor
+        stop = negative | small | _progress_stop(q_hist, i, q, eps)
+        return _CGCarry(i, x, r, d, rz, q, q_hist, saved, saved_q, stop, negative)
+
+    init = _CGCarry(
+        i=jnp.zeros([], jnp.int32),
+        x=x,
+        r=r,
+        d=tree_scale(-1.0, z),
+        rz=tree_vdot(r, z),
+        q=q0,
+        q_hist=jnp.zeros([max_iters + 1], dtype).at[0].set(q0),
+        saved=jax.tree.map(lambda v: jnp.zeros((num_slots, *v.shape), v.dtype), g),
+        saved_q=jnp.zeros([num_slots], dtype),
+        stop=tree_l2_norm(r) <= r_floor,
+        negative=jnp.zeros([], bool),
+    )
+    c = jax.lax.while_loop(cond, body, init)
+    num_saved = jnp.sum(jnp.asarray(saves) < c.i).astype(jnp.int32)
+    return MartensCGResult(
+        x=c.x,
+        q=c.q,
+        saved=c.saved,
+        saved_q=c.saved_q,
+        num_saved=num_saved,
+        num_iters=c.i,
+        num_matvecs=c.i + extra,
+        negative_curvature=c.negative,
+        negative_at_start=c.negative & (c.i == 1),
+    )
+
+
+# ------------------------------------------------------------------ step selection
+
+
+class _Choice(NamedTuple):
+    step: PyTree  # chosen CG iterate p
+    q: jax.Array  # its damped model value
+    value: jax.Array  # f(x + p)
+    grad: PyTree  # ∇f(x + p)
+    num_evals: jax.Array
+
+
+def backtrack_cg_iterates(evaluate: ValueAndGrad, cg_result: MartensCGResult) -> _Choice:
+    """Martens (2010) §4.6: from the final CG iterate back through the kept ones.
+
+    Evaluates ``f(x + p)`` for the final iterate, then for kept iterates from the latest
+    backwards, stopping as soon as the objective no longer decreases; returns the best.
+    One evaluation per loop step; all selection by ``jnp.where``.
+    """
+    final = cg_result.x
+    num_slots = cg_result.saved_q.shape[0]
+    f_final, g_final = evaluate(final)
+    if num_slots == 0:
+        return _Choice(final, cg_result.q, f_final, g_final, jnp.ones([], jnp.int32))
+
+    def cond(c):
+        return ~c[1] & (c[0] >= 0)
+
+    def body(c):
+        ptr, _, best_ptr, best_f, best_g, n = c
+        f, g = evaluate(_stack_get(cg_result.saved, ptr))
+        better = f < best_f
+        return (jnp.where(better, ptr - 1, ptr), ~better, jnp.where(better, ptr, best_ptr),
+                jnp.where(better, f, best_f), tree_select(better, g, best_g), n + 1)
+
+    init = (cg_result.num_saved - 1, jnp.zeros([], bool), jnp.asarray(num_slots, jnp.int32),
+            f_final, g_final, jnp.ones([], jnp.int32))
+    _, _, best, f, g, n = jax.lax.while_loop(cond, body, init)
+    from_final = best == num_slots
+    at = jnp.minimum(best, num_slots - 1)
+    step = tree_select(from_final, final, _stack_get(cg_result.saved, at))
+    q = jnp.where(from_final, cg_result.q, cg_result.saved_q[at])
+    return _Choice(step, q, f, g, n)
+
+
+def armijo_backtracking(
+    evaluate: ValueAndGrad,
+    step: PyTree,
+    f1: jax.Array,
+    g1: PyTree,
+    f0: jax.Array,
+    slope: jax.Array,
+    *,
+    c1: float,
+    shrink: float,
+    max_steps: int,
+) -> tuple[jax.Array, jax.Array, PyTree, jax.Array, jax.Array]:
+    """Armijo search ``α ∈ {1, shrink, shrink², …}`` on ``x + α p`` (N&W Alg. 3.1).
+
+    ``(f1, g1)`` are already known at ``α = 1``. Returns ``(α, f, ∇f, found, evals)``;
+    ``α = 0`` and ``found = False`` when no trial satisfies ``f <= f0 + c1·α·slope`` (a
+    direction that is not a descent direction, ``slope >= 0``, is never accepted).
+    """
+    dtype = f0.dtype
+    descent = slope < 0
+
+    def armijo(a, f):
+        return descent & (f <= f0 + c1 * a * slope)
+
+    def cond(c):
+        return ~c[1] & (c[0] < max_steps)
+
+    def body(c):
+        i, _, a, _, _ = c
+        a = shrink * a
+        f, g = evaluate(tree_scale(a, step))
+        return i + 1, armijo(a, f), a, f, g
+
+    one = jnp.ones([], dtype)
+    init = (jnp.zeros([], jnp.int32), armijo(one, f1), one, f1, g1)
+    n, found, alpha, f, g = jax.lax.while_loop(cond, body, init)
+    return jnp.where(found, alpha, 0).astype(dtype), f, g, found, n
+
+
+def reduction_ratio(actual: jax.Array, q_damped: jax.Array, damping: jax.Array,
+                    step_sq_norm: jax.Array) -> jax.Array:
+    """``ρ = (f(x+p) − f(x)) / q̃(p)`` with the undamped model ``q̃ = q − ½λ‖p‖²``.
+
+    ``-inf`` when the trial value is not finite or the model predicts no decrease.
+    """
+    predicted = q_damped - 0.5 * damping * step_sq_norm
+    ok = jnp.isfinite(actual) & (predicted < 0)
+    return jnp.where(ok, actual / jnp.where(ok, predicted, -1), -jnp.inf)
+
+
+def levenberg_marquardt(damping: jax.Array, rho: jax.Array, *, increase: float = 1.5,
+                        decrease: float = 2.0 / 3.0, min_damping: float = 0.0,
+                        max_damping: float = math.inf) -> jax.Array:
+    """Martens (2010) §4.1: ``λ·3/2`` if ``ρ < 1/4``, ``λ·2/3`` if ``ρ > 3/4``, clipped."""
+    new = jnp.where(rho < 0.25, increase * damping,
+                    jnp.where(rho > 0.75, decrease * damping, damping))
+    return jnp.clip(new, min_damping, max_damping).astype(damping.dtype)
+
+
+# ------------------------------------------------------------------- the transform
+
+
+def _resolve(name: str, given: Any, default: Any) -> Any:
+    if given is not None and not callable(given):
+        raise TypeError(f"`{name}` must be a function, got {type(given).__name__}.")
+    return given if given is not None else default
+
+
+def _objectives(model_fn, loss_fn, value_fn):
+    """Value function and curvature source; clear errors for incomplete objectives."""
+    if (model_fn is None) != (loss_fn is None):
+        have, missing = ("model_fn", "loss_fn") if loss_fn is None else ("loss_fn", "model_fn")
+        raise ValueError(
+            f"hessian_free got `{have}` but no `{missing}`: the Gauss-Newton products need "
+            f"both (pass them to `hessian_free(...)` or as extra arguments of `update`), or "
+            f"neither (then the Hessian of `value_fn` is used).")
+    if model_fn is None and value_fn is None:
+        raise ValueError(
+            "hessian_free needs the objective: pass `model_fn` and `loss_fn` (to "
+            "`hessian_free(model_fn, loss_fn)` or as extra arguments of `update`) for "
+            "Gauss-Newton products, or `value_fn=fun` to `update` for damped Hessian "
+            "products.")
+    if value_fn is None:
+        def value_fn(p):
+            return loss_fn(model_fn(p))
+    return value_fn
+
+
+def hessian_free(
+    model_fn: Callable[[PyTree], PyTree] | None = None,
+    loss_fn: Callable[[PyTree], jax.Array] | None = None,
+    *,
+    damping: float | jax.Array = 1.0,
+    max_cg_iters: int = 250,
+    cg_tol: float | jax.Array = 5e-4,
+    warm_start_decay: float = 0.95,
+    backtrack_cg: bool = True,
+    precondition: bool = False,
+    precondition_exponent: float = 0.75,
+    adapt_damping: bool = True,
+    min_damping: float = 0.0,
+    max_damping: float = math.inf,
+    armijo_c1: float = 1e-2,
+    armijo_shrink: float = 0.8,
+    max_linesearch_steps: int = 60,
+) -> optax.GradientTransformationExtraArgs:
+    """Hessian-free optimization: Martens (2010) Algorithm 1 as one transform.
+
+    Each update runs truncated CG on the damped Gauss-Newton model (see the module
+    docstring for the rules and their sections in the paper), picks the best kept CG
+    iterate, updates the damping ``λ`` by the Levenberg-Marquardt rule, and scales the
+    chosen step by an Armijo backtracking search. The returned updates are the full step
+    ``α·p`` (zero when no step length decreases ``f``).
+
+    Objective. Give ``model_fn: params -> z`` and ``loss_fn: z -> scalar`` (the loss
+    convex in ``z`` makes ``G`` positive semi-definite) either here (full-batch problems;
+    then ``jopt.minimize(lambda w: loss_fn(model_fn(w)), x0, method=hessian_free(model_fn,
+    loss_fn))`` works) or as extra arguments of every ``update`` call (minibatch training,
+    where they close over the batch): ``update(grads, state, params, value=f,
+    model_fn=..., loss_fn=...)``; ``update``'s ones win. ``value_fn`` (extra argument) is the
+    objective evaluated in the backtracking and line search; by default
+    ``loss_fn ∘ model_fn``. Without a model/loss split, ``value_fn`` alone gives damped
+    *Hessian*-vector products (:func:`jopt.hvp_fn`): Hessian-free Newton, where CG stops
+    at the first direction of non-positive damped curvature and the damping grows until
+    ``H + λI`` is positive along the CG directions. Neither given: ``ValueError``.
+
+    Costs per update: one linearization of the model (or of the gradient, counted in
+    ``num_grad_evals``), ``num_matvecs`` curvature products (``num_hvp``), and one
+    ``value_and_grad`` per backtracking/line-search trial (``record.num_evals``; plus one
+    when ``value`` is not passed to ``update``). Memory: the kept CG iterates,
+    ``len(save_iterations(max_cg_iters)) + 2`` parameter-sized vectors (21 for 250).
+
+    Args:
+      model_fn, loss_fn: the Gauss-Newton split (see above).
+      damping: initial Tikhonov damping ``λ >= 0`` (may be traced).
+      max_cg_iters: CG iteration cap per update (Python int >= 1).
+      cg_tol: ``ε`` of Martens' relative-progress rule (§4.4; paper: 5e-4).
+      warm_start_decay: ``ζ`` in ``[0, 1]`` (§4.5; 0 disables the warm start and saves the
+        product computing its residual).
+      backtrack_cg: try kept CG iterates (§4.6); False evaluates only the final one.
+      precondition: use the diagonal preconditioner of §4.7. Its diagonal is the extra
+        argument ``grad_sq`` of ``update`` (sum of squared per-example gradients, e.g.
+        ``jnp.sum(jax.vmap(jax.grad(per_example_loss))(...)**2, 0)``) when given, else the
+        square of the batch gradient ``g ⊙ g`` (a one-sample proxy: a crude Fisher
+        diagonal, but cheap).
+      precondition_exponent: ``ξ`` in ``[0, 1]`` (paper: 0.75).
+      adapt_damping: apply the Levenberg-Marquardt rule (False: ``λ`` stays fixed).
+      min_damping, max_damping: clip range of ``λ`` (``damping = 0`` with
+        ``min_damping = 0`` stays 0: undamped Gauss-Newton).
+      armijo_c1, armijo_shrink, max_linesearch_steps: the Armijo search (paper: 1e-2,
+        0.8, 60 trials).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with state :class:`HessianFreeState`.
+
+    Example:
+      >>> import jax.numpy as jnp, jopt
+      >>> X, y = jnp.ones((8, 3)), jnp.arange(8.0)
+      >>> model = lambda w: X @ w
+      >>> loss = lambda z: 0.5 * jnp.mean((z - y) ** 2)
+      >>> res = jopt.minimize(lambda w: loss(model(w)), jnp.zeros(3),
+      ...                     method=jopt.hessian_free(model, loss))
+    """
+    model_fn0 = _resolve("model_fn", model_fn, None)
+    loss_fn0 = _resolve("loss_fn", loss_fn, None)
+    check_nonnegative("damping", damping)
+    check_positive_int("max_cg_iters", max_cg_iters)
+    check_nonnegative("cg_tol", cg_tol)
+    check_in_range("warm_start_decay", warm_start_decay, 0.0, 1.0, hi_open=False)
+    check_in_range("precondition_exponent", precondition_exponent, 0.0, 1.0, hi_open=False)
+    check_nonnegative("min_damping", min_damping)
+    if not max_damping >= min_damping:
+        raise ValueError(f"Need `min_damping` <= `max_damping`, got {min_damping}, "
+                         f"{max_damping}.")
+    check_in_range("armijo_c1", armijo_c1, 0.0, 1.0)
+    check_in_range("armijo_shrink", armijo_shrink, 0.0, 1.0)
+    if not (armijo_c1 > 0 and armijo_shrink > 0):
+        raise ValueError(f"`armijo_c1` and `armijo_shrink` must lie in (0, 1), got "
+                         f"{armijo_c1}, {armijo_shrink}.")
+    check_positive_int("max_linesearch_steps", max_linesearch_steps)
+    no_warm_start = is_concrete_number(warm_start_decay) and float(warm_start_decay) == 0
+
+    def init(params: PyTree) -> HessianFreeState:
+        check_float_tree("params", params)
+        dtype = _dtype(params)
+        zero = jnp.zeros([], jnp.int32)
+        record = LineSearchState(
+            value=jnp.full([], jnp.inf, dtype), grad=jax.tree.map(jnp.zeros_like, params),
+            step=jnp.zeros([], dtype), slope=jnp.zeros([], dtype), num_evals=zero,
+            num_trials=zero, status=zero, direction_reset=jnp.zeros([], bool))
+        return HessianFreeState(
+            damping=jnp.asarray(damping, dtype), prev_solution=jax.tree.map(jnp.zeros_like,
+                                                                            params),
+            num_hvp=zero, num_grad_evals=zero, cg_iters=zero, ratio=jnp.zeros([], dtype),
+            accepted=jnp.zeros([], bool), record=record)
+
+    def update(
+        grads: PyTree,
+        state: HessianFreeState,
+        params: PyTree = None,
+        *,
+        value: jax.Array | None = None,
+        value_fn: Callable[[PyTree], jax.Array] | None = None,
+        model_fn: Callable[[PyTree], PyTree] | None = None,
+        loss_fn: Callable[[PyTree], jax.Array] | None = None,
+        grad_sq: PyTree = None,
+        **extra: Any,
+    ) -> tuple[PyTree, HessianFreeState]:
+        del extra  # e.g. `grad` from jopt.minimize: the gradient at params is `grads`
+        if params is None:
+            raise ValueError("hessian_free needs `params`: call update(grads, state, params, "
+                             "...).")
+        mf = _resolve("model_fn", model_fn, model_fn0)
+        lf = _resolve("loss_fn", loss_fn, loss_fn0)
+        value_fn = _objectives(mf, lf, _resolve("value_fn", value_fn, None))
+        check_same_structure("params", params, "grads", grads)
+        dtype = state.damping.dtype
+        evaluate = _value_and_grad(value_fn, params, dtype)
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        first_evals = 0
+        if value is None:
+            value, grads = evaluate(zeros)
+            first_evals = 1
+        f0 = jnp.asarray(value).astype(dtype)
+        grads = _cast_like(grads, params)
+        lam = state.damping
+
+        matvec, lin_cost = curvature_matvec(params, lam, model_fn=mf, loss_fn=lf,
+                                            value_fn=value_fn)
+        precond = None
+        if precondition:
+            sq = (jax.tree.map(jnp.square, grads) if grad_sq is None
+                  else _cast_like(grad_sq, params))
+            precond = diagonal_preconditioner(sq, lam, precondition_exponent)
+        x0 = None if no_warm_start else tree_scale(warm_start_decay, state.prev_solution)
+        sol = martens_cg(matvec, grads, x0, max_iters=max_cg_iters, eps=cg_tol,
+                         precond=precond, save_base=1.3 if backtrack_cg else None)
+
+        choice = backtrack_cg_iterates(evaluate, sol)
+        rho = reduction_ratio(choice.value - f0, choice.q, lam,
+                              tree_vdot(choice.step, choice.step))
+        new_lam = (levenberg_marquardt(lam, rho, min_damping=min_damping,
+                                       max_damping=max_damping) if adapt_damping else lam)
+        slope = tree_vdot(grads, choice.step)
+        alpha, f_new, g_new, found, trials = armijo_backtracking(
+            evaluate, choice.step, choice.value, choice.grad, f0, slope, c1=armijo_c1,
+            shrink=armijo_shrink, max_steps=max_linesearch_steps)
+
+        eps = jnp.finfo(dtype).eps
+        negligible = tree_inf_norm(choice.step) <= eps * jnp.maximum(tree_inf_norm(params), 1)
+        failed = ~found & negligible & ~sol.negative_at_start
+        evals = first_evals + choice.num_evals + trials
+        record = LineSearchState(
+            value=jnp.where(found, f_new, f0),
+            grad=tree_select(found, g_new, grads),
+            step=alpha,
+            slope=slope.astype(dtype),
+            num_evals=state.record.num_evals + evals,
+            num_trials=evals.astype(jnp.int32),
+            status=jnp.where(failed, LineSearchStatus.FAILED,
+                             LineSearchStatus.WOLFE).astype(jnp.int32),
+            direction_reset=jnp.zeros([], bool),
+        )
+        updates = tree_select(found, tree_scale(alpha, choice.step), zeros)
+        return updates, HessianFreeState(
+            damping=new_lam.astype(dtype),
+            prev_solution=sol.x,
+            num_hvp=state.num_hvp + sol.num_matvecs,
+            num_grad_evals=state.num_grad_evals + lin_cost,
+            cg_iters=sol.num_iters,
+            ratio=rho.astype(dtype),
+            accepted=found,
+            record=record,
+        )
+
+    return optax.GradientTransformationExtraArgs(init, update)
