@@ -162,8 +162,21 @@ class _Loop(NamedTuple):
     nit: jax.Array
     nfev: jax.Array
     status: jax.Array
+    base: jax.Array  # (evals, extra gradients, HVPs) counted before the last restart
+    fresh: jax.Array  # the transform state was just reset after a failed search
     f_hist: jax.Array | None
     g_hist: jax.Array | None
+
+
+def _transform_counts(opt_state: PyTree) -> jax.Array:
+    """(line-search evaluations, extra gradient evaluations, HVPs) recorded in a state."""
+    ls = _find_linesearch_state(opt_state)
+    evals = ls.num_evals if ls is not None else jnp.zeros([], jnp.int32)
+    return jnp.stack([
+        evals,
+        _count_field(opt_state, "num_grad_evals"),
+        _count_field(opt_state, "num_hvp") + _count_field(opt_state, "num_hessians"),
+    ]).astype(jnp.int32)
 
 
 def _check_tolerance(name: str, value: Any, allow_zero: bool) -> None:
@@ -254,8 +267,14 @@ def minimize(
     x0 = jax.tree.map(_strong, x0)
     dtype = np.dtype(jnp.result_type(*jax.tree.leaves(x0)))
     tol, ftol, xtol = (_strong(t, dtype) for t in (tol, ftol, xtol))
-    run = _compiled_loop(jax.default_backend())
-    res = run(config, tx, x0, jax.lax.stop_gradient(args), tol, ftol, xtol)
+    nested = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((x0, args)))
+    run = _compiled_loop(None if nested else jax.default_backend())
+    try:
+        res = run(config, tx, x0, jax.lax.stop_gradient(args), tol, ftol, xtol)
+    except ValueError as err:  # inside a caller's jit with only constant inputs
+        if "compiler_options" not in str(err):
+            raise
+        res = _compiled_loop(None)(config, tx, x0, jax.lax.stop_gradient(args), tol, ftol, xtol)
     if implicit_diff and jax.tree.leaves(args):
         # d x*/d args by the implicit function theorem (CG on HVPs), d f*/d args by the
         # envelope theorem; nothing is differentiated through the while_loop.
@@ -290,8 +309,11 @@ _COMPILER_OPTIONS = {
 
 
 @functools.cache
-def _compiled_loop(backend: str) -> Callable:
-    """The jitted solver loop for ``backend`` (compiled per objective, method and shapes)."""
+def _compiled_loop(backend: str | None) -> Callable:
+    """The jitted solver loop for ``backend`` (compiled per objective, method and shapes).
+
+    ``None``: inside a caller's trace, where only the top-level jit takes compiler options.
+    """
     return jax.jit(_run, static_argnums=(0, 1), compiler_options=_COMPILER_OPTIONS.get(backend))
 
 
@@ -315,7 +337,7 @@ def _run(config: _Config, tx, x0, args, tol, ftol, xtol) -> MinimizeResult:
         f_hist = jnp.full([hsize], jnp.nan, dtype).at[0].set(f0)
         g_hist = jnp.full([hsize], jnp.nan, dtype).at[0].set(gnorm0)
     init = _Loop(x0, f0, g0, opt_state, jnp.zeros([], jnp.int32), jnp.ones([], jnp.int32),
-                 status0, f_hist, g_hist)
+                 status0, jnp.zeros([3], jnp.int32), jnp.zeros([], bool), f_hist, g_hist)
 
     def body(s: _Loop) -> _Loop:
         updates, opt_state = tx.update(s.g, s.opt_state, s.x, value=s.f, grad=s.g,
@@ -324,7 +346,7 @@ def _run(config: _Config, tx, x0, args, tol, ftol, xtol) -> MinimizeResult:
         if has_ls:
             ls = _find_linesearch_state(opt_state)
             f_new, g_new = ls.value, ls.grad
-            nfev = 1 + ls.num_evals
+            nfev = 1 + s.base[0] + ls.num_evals
             ls_failed = ls.status == LineSearchStatus.FAILED
             # A failed search where the first-order decrease predicted for the full step is
             # at rounding level of f is a precision limit, not a failure of the method.
@@ -341,6 +363,11 @@ def _run(config: _Config, tx, x0, args, tol, ftol, xtol) -> MinimizeResult:
         small_f = moved & (jnp.abs(s.f - f_new) <= ftol * jnp.maximum(
             jnp.maximum(jnp.abs(s.f), jnp.abs(f_new)), 1.0))
         small_x = moved & (step <= xtol * (xtol + tree_inf_norm(s.x)))
+        # A failed search first restarts the method from its initial state (for
+        # quasi-Newton methods: memory cleared, steepest descent); only a failure right
+        # after a restart ends the run (scipy's L-BFGS-B rule).
+        restart = ls_failed & ~s.fresh
+        ls_failed = ls_failed & s.fresh
         status = jnp.select(
             [~finite, ls_failed & at_precision, ls_failed, gnorm <= tol,
              (ftol > 0) & small_f, (xtol > 0) & small_x, nit >= config.maxiter],
@@ -366,12 +393,15 @@ def _run(config: _Config, tx, x0, args, tol, ftol, xtol) -> MinimizeResult:
                                         i=nit, f=f_out, g=gnorm),
                 lambda: None,
             )
-        return _Loop(x_out, f_out, g_out, opt_state, nit, nfev, status, f_hist, g_hist)
+        base = jnp.where(restart, s.base + _transform_counts(opt_state), s.base)
+        opt_state = jax.lax.cond(restart, lambda: tx.init(s.x), lambda: opt_state)
+        fresh = restart | (s.fresh & ~moved)  # until the restarted method makes progress
+        return _Loop(x_out, f_out, g_out, opt_state, nit, nfev, status, base, fresh,
+                     f_hist, g_hist)
 
     final = jax.lax.while_loop(lambda s: s.status < 0, body, init)
-    extra_grads = _count_field(final.opt_state, "num_grad_evals")
-    nhev = _count_field(final.opt_state, "num_hvp") + _count_field(final.opt_state,
-                                                                   "num_hessians")
+    counts = final.base + _transform_counts(final.opt_state)
+    extra_grads, nhev = counts[1], counts[2]
     success = (final.status == Status.CONVERGED) | (final.status == Status.SMALL_CHANGE)
     return MinimizeResult(
         x=final.x,
