@@ -84,6 +84,9 @@ def check_float_tree(name: str, tree: Any, *, allow_empty: bool = False) -> None
     leaves = jax.tree.leaves(tree)
     if not leaves and not allow_empty:
         raise ValueError(f"`{name}` has no array leaves; pass a pytree of float arrays.")
+    dtypes = [getattr(leaf, "dtype", None) for leaf in leaves]
+    if all(dt is not None and jnp.issubdtype(dt, jnp.floating) for dt in dtypes):
+        return  # the common case, checked without the slower path walk below
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
         dtype = jnp.result_type(leaf)
         if jnp.issubdtype(dtype, jnp.complexfloating):

@@ -265,7 +265,7 @@ def minimize(
     # (Host-side numpy conversions: an eager JAX op per argument would cost more than a
     # small solve.)
     x0 = jax.tree.map(_strong, x0)
-    dtype = np.dtype(jnp.result_type(*jax.tree.leaves(x0)))
+    dtype = np.result_type(*(leaf.dtype for leaf in jax.tree.leaves(x0)))
     tol, ftol, xtol = (_strong(t, dtype) for t in (tol, ftol, xtol))
     nested = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((x0, args)))
     run = _compiled_loop(None if nested else jax.default_backend())
@@ -287,7 +287,9 @@ def _strong(a: Any, dtype: Any = None) -> Any:
     """``a`` as a strongly-typed array (of ``dtype``), converting only when needed."""
     if dtype is not None and is_concrete_number(a) and not isinstance(a, jax.Array):
         return np.asarray(a, dtype)
-    if getattr(a, "weak_type", False) or (dtype is not None and jnp.result_type(a) != dtype):
+    current = getattr(a, "dtype", None)
+    if current is None or getattr(a, "weak_type", False) or (
+            dtype is not None and current != dtype):
         return jax.lax.convert_element_type(a, dtype or jnp.result_type(a))
     return a
 

@@ -11,6 +11,7 @@ from jopt.transforms.first_order import (
     rmsprop,
     sgd,
 )
+from jopt.transforms.hessian_free import HessianFreeState, hessian_free
 from jopt.transforms.newton import (
     NewtonCGState,
     NewtonState,
@@ -32,22 +33,26 @@ from jopt.transforms.quasi_newton import (
     scale_by_lbfgs,
     scale_by_nonlinear_cg,
 )
+from jopt.transforms.sqn import SQNState, sqn
 
 __all__ = [
     "AdagradState",
     "AdamState",
     "BFGSState",
+    "HessianFreeState",
     "LBFGSState",
     "NewtonCGState",
     "NewtonState",
     "NonlinearCGState",
     "RMSPropState",
     "SGDState",
+    "SQNState",
     "TrustNCGState",
     "adagrad",
     "adam",
     "adamw",
     "bfgs",
+    "hessian_free",
     "lbfgs",
     "newton",
     "newton_cg",
@@ -59,5 +64,6 @@ __all__ = [
     "scale_by_newton_cg",
     "scale_by_nonlinear_cg",
     "sgd",
+    "sqn",
     "trust_ncg",
 ]

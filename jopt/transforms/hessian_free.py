@@ -358,84 +358,146 @@ def martens_cg(
 # ------------------------------------------------------------------ step selection
 
 
-class _Choice(NamedTuple):
-    step: PyTree  # chosen CG iterate p
-    q: jax.Array  # its damped model value
-    value: jax.Array  # f(x + p)
-    grad: PyTree  # ∇f(x + p)
+class StepChoice(NamedTuple):
+    """Result of :func:`select_step`.
+
+    Attributes:
+      step: the chosen CG iterate ``p`` (before the line search).
+      q: its damped model value. value_at_one: ``f(x + p)`` (for ``ρ``).
+      alpha: accepted step length (0 when none was found). found: one was found.
+      value, grad: ``f`` and ``∇f`` at ``x + α p`` (at ``x + p`` when none was found).
+      num_evals: ``value_and_grad`` evaluations made.
+    """
+
+    step: PyTree
+    q: jax.Array
+    value_at_one: jax.Array
+    alpha: jax.Array
+    found: jax.Array
+    value: jax.Array
+    grad: PyTree
     num_evals: jax.Array
 
 
-def backtrack_cg_iterates(evaluate: ValueAndGrad, cg_result: MartensCGResult) -> _Choice:
-    """Martens (2010) §4.6: from the final CG iterate back through the kept ones.
-
-    Evaluates ``f(x + p)`` for the final iterate, then for kept iterates from the latest
-    backwards, stopping as soon as the objective no longer decreases; returns the best.
-    One evaluation per loop step; all selection by ``jnp.where``.
-    """
-    final = cg_result.x
-    num_slots = cg_result.saved_q.shape[0]
-    f_final, g_final = evaluate(final)
-    if num_slots == 0:
-        return _Choice(final, cg_result.q, f_final, g_final, jnp.ones([], jnp.int32))
-
-    def cond(c):
-        return ~c[1] & (c[0] >= 0)
-
-    def body(c):
-        ptr, _, best_ptr, best_f, best_g, n = c
-        f, g = evaluate(_stack_get(cg_result.saved, ptr))
-        better = f < best_f
-        return (jnp.where(better, ptr - 1, ptr), ~better, jnp.where(better, ptr, best_ptr),
-                jnp.where(better, f, best_f), tree_select(better, g, best_g), n + 1)
-
-    init = (cg_result.num_saved - 1, jnp.zeros([], bool), jnp.asarray(num_slots, jnp.int32),
-            f_final, g_final, jnp.ones([], jnp.int32))
-    _, _, best, f, g, n = jax.lax.while_loop(cond, body, init)
-    from_final = best == num_slots
-    at = jnp.minimum(best, num_slots - 1)
-    step = tree_select(from_final, final, _stack_get(cg_result.saved, at))
-    q = jnp.where(from_final, cg_result.q, cg_result.saved_q[at])
-    return _Choice(step, q, f, g, n)
+class _SelectCarry(NamedTuple):
+    searching: jax.Array  # phase 1 (Armijo) rather than phase 0 (CG-iterate backtracking)
+    ptr: jax.Array  # candidate slot evaluated next (num_slots: the final iterate)
+    alpha: jax.Array  # Armijo trial evaluated next
+    trials: jax.Array  # Armijo trials made (α < 1)
+    chosen: PyTree
+    chosen_q: jax.Array
+    f_one: jax.Array  # f(x + chosen)
+    g_one: PyTree
+    found: jax.Array
+    step: jax.Array
+    value: jax.Array
+    grad: PyTree
+    evals: jax.Array
+    done: jax.Array
 
 
-def armijo_backtracking(
+def select_step(
     evaluate: ValueAndGrad,
-    step: PyTree,
-    f1: jax.Array,
-    g1: PyTree,
+    cg_result: MartensCGResult,
     f0: jax.Array,
-    slope: jax.Array,
+    g0: PyTree,
     *,
     c1: float,
     shrink: float,
     max_steps: int,
-) -> tuple[jax.Array, jax.Array, PyTree, jax.Array, jax.Array]:
-    """Armijo search ``α ∈ {1, shrink, shrink², …}`` on ``x + α p`` (N&W Alg. 3.1).
+) -> StepChoice:
+    """CG-iterate backtracking (Martens 2010 §4.6) then Armijo backtracking, in one loop.
 
-    ``(f1, g1)`` are already known at ``α = 1``. Returns ``(α, f, ∇f, found, evals)``;
-    ``α = 0`` and ``found = False`` when no trial satisfies ``f <= f0 + c1·α·slope`` (a
-    direction that is not a descent direction, ``slope >= 0``, is never accepted).
+    Phase 0 evaluates ``f(x + p)`` for the final CG iterate, then for the kept iterates
+    from the latest backwards while the objective keeps decreasing, and chooses the best.
+    Phase 1 is the Armijo search ``f(x + αp) <= f(x) + c1·α·gᵀp`` over
+    ``α ∈ {1, shrink, shrink², …}`` (N&W Alg. 3.1; ``α = 1`` is already known from phase
+    0; at most ``max_steps`` further trials). A chosen ``p`` that is not a descent
+    direction is never accepted. One loop, one ``value_and_grad`` per step, all branching
+    by ``jnp.where``: under ``vmap`` a batch costs its slowest member's evaluations.
     """
     dtype = f0.dtype
-    descent = slope < 0
+    final = cg_result.x
+    num_slots = cg_result.saved_q.shape[0]
 
-    def armijo(a, f):
-        return descent & (f <= f0 + c1 * a * slope)
+    def candidate(ptr):
+        if num_slots == 0:
+            return final
+        at = jnp.minimum(ptr, num_slots - 1)
+        return tree_select(ptr == num_slots, final, _stack_get(cg_result.saved, at))
 
-    def cond(c):
-        return ~c[1] & (c[0] < max_steps)
+    def candidate_q(ptr):
+        if num_slots == 0:
+            return cg_result.q
+        at = jnp.minimum(ptr, num_slots - 1)
+        return jnp.where(ptr == num_slots, cg_result.q, cg_result.saved_q[at])
 
-    def body(c):
-        i, _, a, _, _ = c
-        a = shrink * a
-        f, g = evaluate(tree_scale(a, step))
-        return i + 1, armijo(a, f), a, f, g
+    def body(c: _SelectCarry) -> _SelectCarry:
+        p = tree_select(c.searching, tree_scale(c.alpha, c.chosen), candidate(c.ptr))
+        f, g = evaluate(p)
+        # Phase 0: keep the best iterate; the final one is always the first "best".
+        better = ~c.searching & ((f < c.f_one) | (c.ptr == num_slots))
+        chosen = tree_select(better, p, c.chosen)
+        chosen_q = jnp.where(better, candidate_q(c.ptr), c.chosen_q)
+        f_one = jnp.where(better, f, c.f_one)
+        g_one = tree_select(better, g, c.g_one)
+        nxt = jnp.where(c.ptr == num_slots, cg_result.num_saved - 1, c.ptr - 1)
+        scanning = better & (nxt >= 0)
+        end_scan = ~c.searching & ~scanning
+        slope = tree_vdot(g0, chosen)
+        descent = slope < 0
+        # Armijo at α = 1 when the scan ends; at α = c.alpha in phase 1.
+        ok_one = end_scan & descent & (f_one <= f0 + c1 * slope)
+        ok_trial = c.searching & descent & (f <= f0 + c1 * c.alpha * slope)
+        found = ok_one | ok_trial
+        trials = c.trials + c.searching.astype(jnp.int32)
+        searching = c.searching | end_scan
+        done = found | (end_scan & ~descent) | (c.searching & (trials >= max_steps))
+        return _SelectCarry(
+            searching=searching,
+            ptr=jnp.where(scanning, nxt, c.ptr),
+            alpha=jnp.where(end_scan, shrink, jnp.where(c.searching, shrink * c.alpha,
+                                                         c.alpha)).astype(dtype),
+            trials=trials,
+            chosen=chosen,
+            chosen_q=chosen_q,
+            f_one=f_one,
+            g_one=g_one,
+            found=found,
+            step=jnp.where(ok_one, 1, jnp.where(ok_trial, c.alpha, c.step)).astype(dtype),
+            value=jnp.where(ok_one, f_one, jnp.where(ok_trial, f, c.value)),
+            grad=tree_select(ok_one, g_one, tree_select(ok_trial, g, c.grad)),
+            evals=c.evals + 1,
+            done=done,
+        )
 
-    one = jnp.ones([], dtype)
-    init = (jnp.zeros([], jnp.int32), armijo(one, f1), one, f1, g1)
-    n, found, alpha, f, g = jax.lax.while_loop(cond, body, init)
-    return jnp.where(found, alpha, 0).astype(dtype), f, g, found, n
+    init = _SelectCarry(
+        searching=jnp.zeros([], bool),
+        ptr=jnp.asarray(num_slots, jnp.int32),
+        alpha=jnp.ones([], dtype),
+        trials=jnp.zeros([], jnp.int32),
+        chosen=final,
+        chosen_q=cg_result.q,
+        f_one=jnp.full([], jnp.inf, dtype),
+        g_one=g0,
+        found=jnp.zeros([], bool),
+        step=jnp.zeros([], dtype),
+        value=f0,
+        grad=g0,
+        evals=jnp.zeros([], jnp.int32),
+        done=jnp.zeros([], bool),
+    )
+    c = jax.lax.while_loop(lambda c: ~c.done, body, init)
+    return StepChoice(
+        step=c.chosen,
+        q=c.chosen_q,
+        value_at_one=c.f_one,
+        alpha=jnp.where(c.found, c.step, 0).astype(dtype),
+        found=c.found,
+        value=jnp.where(c.found, c.value, c.f_one),
+        grad=tree_select(c.found, c.grad, c.g_one),
+        num_evals=c.evals,
+    )
 
 
 def reduction_ratio(actual: jax.Array, q_damped: jax.Array, damping: jax.Array,
@@ -637,32 +699,30 @@ def hessian_free(
         sol = martens_cg(matvec, grads, x0, max_iters=max_cg_iters, eps=cg_tol,
                          precond=precond, save_base=1.3 if backtrack_cg else None)
 
-        choice = backtrack_cg_iterates(evaluate, sol)
-        rho = reduction_ratio(choice.value - f0, choice.q, lam,
+        choice = select_step(evaluate, sol, f0, grads, c1=armijo_c1, shrink=armijo_shrink,
+                             max_steps=max_linesearch_steps)
+        rho = reduction_ratio(choice.value_at_one - f0, choice.q, lam,
                               tree_vdot(choice.step, choice.step))
         new_lam = (levenberg_marquardt(lam, rho, min_damping=min_damping,
                                        max_damping=max_damping) if adapt_damping else lam)
-        slope = tree_vdot(grads, choice.step)
-        alpha, f_new, g_new, found, trials = armijo_backtracking(
-            evaluate, choice.step, choice.value, choice.grad, f0, slope, c1=armijo_c1,
-            shrink=armijo_shrink, max_steps=max_linesearch_steps)
+        found = choice.found
 
         eps = jnp.finfo(dtype).eps
         negligible = tree_inf_norm(choice.step) <= eps * jnp.maximum(tree_inf_norm(params), 1)
         failed = ~found & negligible & ~sol.negative_at_start
-        evals = first_evals + choice.num_evals + trials
+        evals = first_evals + choice.num_evals
         record = LineSearchState(
-            value=jnp.where(found, f_new, f0),
-            grad=tree_select(found, g_new, grads),
-            step=alpha,
-            slope=slope.astype(dtype),
+            value=jnp.where(found, choice.value, f0),
+            grad=tree_select(found, choice.grad, grads),
+            step=choice.alpha,
+            slope=tree_vdot(grads, choice.step).astype(dtype),
             num_evals=state.record.num_evals + evals,
             num_trials=evals.astype(jnp.int32),
             status=jnp.where(failed, LineSearchStatus.FAILED,
                              LineSearchStatus.WOLFE).astype(jnp.int32),
             direction_reset=jnp.zeros([], bool),
         )
-        updates = tree_select(found, tree_scale(alpha, choice.step), zeros)
+        updates = tree_select(found, tree_scale(choice.alpha, choice.step), zeros)
         return updates, HessianFreeState(
             damping=new_lam.astype(dtype),
             prev_solution=sol.x,
