@@ -33,7 +33,6 @@ import jax.numpy as jnp
 
 from jopt.calculus import hvp_fn
 from jopt.linalg import cg
-from jopt.tree import tree_scale
 
 PyTree = Any
 
@@ -67,7 +66,12 @@ def _implicit_jvp(fun, rtol, maxiter, primals, tangents):
         return jax.grad(fun)(x_star, *a)
 
     _, cross = jax.jvp(grad_x, (args,), (dargs,))
-    dx = _solve_hessian_system(fun, x_star, args, tree_scale(-1.0, cross), rtol, maxiter)
+    # Leaves of x that do not depend on args get symbolic-zero tangents, which the
+    # transpose of custom_linear_solve rejects (jax-ml/jax#10929): tie every leaf to the
+    # tangent through an explicit zero multiple so reverse mode sees a linear function.
+    tie = 0.0 * sum(jnp.sum(c) for c in jax.tree.leaves(cross))
+    rhs = jax.tree.map(lambda c: -c + tie.astype(c.dtype), cross)
+    dx = _solve_hessian_system(fun, x_star, args, rhs, rtol, maxiter)
     return x_star, dx
 
 

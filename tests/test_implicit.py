@@ -115,3 +115,19 @@ def test_implicit_diff_can_be_switched_off():
     g = jax.grad(lambda lam: jnp.sum(jopt.minimize(ridge, jnp.zeros(5), args=(lam,),
                                                    implicit_diff=False).x))(0.7)
     assert float(g) == 0.0
+
+
+def test_pytree_solution_with_a_leaf_independent_of_args():
+    # `b` does not depend on lam: its tangent is a symbolic zero (jax-ml/jax#10929).
+    def f(p, lam):
+        return jnp.sum((p["w"] - 1.0) ** 2) + lam * jnp.sum(p["w"] ** 2) + (p["b"] - 2.0) ** 2
+
+    p0 = {"w": jnp.zeros(3), "b": jnp.zeros(())}
+
+    def total(lam):
+        x = jopt.minimize(f, p0, args=(lam,), tol=1e-12).x
+        return jnp.sum(x["w"]) + x["b"]
+
+    expected = -3.0 / (1.0 + 1.0) ** 2  # w_i = 1 / (1 + lam)
+    np.testing.assert_allclose(jax.grad(total)(1.0), expected, rtol=1e-9)
+    np.testing.assert_allclose(jax.jvp(total, (1.0,), (1.0,))[1], expected, rtol=1e-9)
