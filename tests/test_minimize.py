@@ -8,6 +8,8 @@ import numpy as np
 import optax
 import pytest
 import scipy.optimize
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import jopt
 from jopt.linesearch import LineSearchStatus
@@ -309,3 +311,23 @@ def test_nan_at_x0_is_a_status_not_an_exception():
     assert int(res.status) == jopt.Status.NONFINITE
     assert "Non-finite" in res.message
     assert int(res.nit) == 0 and not bool(res.success)
+
+
+@settings(max_examples=5, deadline=None)
+@given(sizes=st.lists(st.integers(1, 4), min_size=1, max_size=3), seed=st.integers(0, 2**16))
+def test_property_random_convex_quadratic_on_pytrees(sizes, seed):
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    a = jnp.asarray(q @ np.diag(rng.uniform(0.5, 20.0, n)) @ q.T)
+    b = jnp.asarray(rng.standard_normal(n))
+    x0 = {f"p{i}": jnp.zeros(s) for i, s in enumerate(sizes)}
+
+    def f(tree):
+        z = jax.flatten_util.ravel_pytree(tree)[0]
+        return 0.5 * z @ (a @ z) - b @ z
+
+    res = jopt.minimize(f, x0, method="lbfgs", tol=1e-10)
+    assert int(res.status) == 0, res.message
+    got = jax.flatten_util.ravel_pytree(res.x)[0]
+    np.testing.assert_allclose(got, np.linalg.solve(np.asarray(a), np.asarray(b)), atol=1e-8)
