@@ -11,8 +11,8 @@ transposed JVP per product) and ``λ`` the Tikhonov damping. The pieces of Marte
 Algorithm 1 are small pure functions below:
 
 * CG warm-started from the previous update's final CG iterate decayed by ``ζ = 0.95``
-  (§4.5); a warm start with ``q(ζp) >= 0`` is replaced by ``p = 0`` (Martens & Sutskever
-  2012 recommend never starting CG worse than zero);
+  (§4.5); a warm start with ``q(ζp) >= 0`` is replaced by ``p = 0`` (a safeguard added
+  here, so CG never starts worse than the zero step);
 * the relative-progress stopping rule (§4.4): stop at iteration ``i > k`` when
   ``(q_i − q_{i−k}) / q_i < k·ε`` with ``k = max(10, ⌊i/10⌋)``; ``q_i`` comes from the CG
   recurrences for free, ``q(p) = ½ pᵀ(r + g)`` with ``r = (G + λI)p + g``;
@@ -23,8 +23,10 @@ Algorithm 1 are small pure functions below:
   ``λ ← 3/2·λ`` when ``ρ < 1/4``, ``λ ← 2/3·λ`` when ``ρ > 3/4``. ``q̃`` is the *undamped*
   model ``gᵀp + ½pᵀGp`` (the trust-region reading of the damping: ``λ`` is the multiplier
   of an implicit trust region, not part of the model of ``f``);
-* an Armijo backtracking line search on the chosen step (Martens' "simple" search:
-  ``α ∈ {1, 0.8, 0.8², …}``, ``c = 10⁻²``);
+* an Armijo backtracking line search on the chosen step, the simple search of Martens &
+  Sutskever (2012): ``α ∈ {1, 0.8, 0.8², …}``, ``c = 10⁻²`` (it shares one ``lax`` loop
+  with the CG-iterate backtracking, so under ``vmap`` a batch pays the longest member's
+  evaluations once, not the sum of two maxima);
 * an optional diagonal preconditioner (§4.7) ``M = (diag(Σ_i ∇f_i²) + λ)^ξ``, ``ξ = 0.75``.
 
 Every objective evaluation is a ``value_and_grad`` (so the gradient at the accepted point
@@ -573,7 +575,10 @@ def hessian_free(
     docstring for the rules and their sections in the paper), picks the best kept CG
     iterate, updates the damping ``λ`` by the Levenberg-Marquardt rule, and scales the
     chosen step by an Armijo backtracking search. The returned updates are the full step
-    ``α·p`` (zero when no step length decreases ``f``).
+    ``α·p``. A step for which no trial length decreases ``f`` enough is rejected: zero
+    updates, ``λ`` raised (its ``ρ < 1/4``), and the next update retries with the larger
+    damping; ``record.status`` is ``FAILED`` only when the rejected step was already
+    negligible next to ``x`` (no progress possible at this precision).
 
     Objective. Give ``model_fn: params -> z`` and ``loss_fn: z -> scalar`` (the loss
     convex in ``z`` makes ``G`` positive semi-definite) either here (full-batch problems;
@@ -591,7 +596,8 @@ def hessian_free(
     ``num_grad_evals``), ``num_matvecs`` curvature products (``num_hvp``), and one
     ``value_and_grad`` per backtracking/line-search trial (``record.num_evals``; plus one
     when ``value`` is not passed to ``update``). Memory: the kept CG iterates,
-    ``len(save_iterations(max_cg_iters)) + 2`` parameter-sized vectors (21 for 250).
+    ``len(save_iterations(max_cg_iters))`` parameter-sized vectors (20 for 250), plus a
+    handful of CG work vectors.
 
     Args:
       model_fn, loss_fn: the Gauss-Newton split (see above).

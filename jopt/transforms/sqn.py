@@ -145,6 +145,9 @@ def sqn(
     and the HVP branch is traced even when it does not run (``lax.cond``; see
     :func:`curvature_pair` for the ``vmap`` trade-off).
 
+    Under ``optax.inject_hyperparams`` pass ``static_args=("memory_size", "update_every")``
+    (they fix array shapes and the pair schedule).
+
     Args:
       learning_rate: ``α_k >= 0``: a float, traced scalar, or optax schedule of the step.
       memory_size: ``M``, the number of pairs kept (Python int >= 1).
