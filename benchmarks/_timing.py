@@ -8,7 +8,9 @@ Conventions every benchmark follows:
   call ended with ``jax.block_until_ready`` so asynchronous dispatch is not mistaken for
   speed;
 * a step that donates its inputs is timed as a loop that feeds each call's outputs into the
-  next call (a donated buffer cannot be passed twice).
+  next call (a donated buffer cannot be passed twice);
+* contenders that are compared are timed interleaved (round-robin, rotating the order each
+  round), so load from other processes on a shared machine falls on all of them alike.
 """
 
 from __future__ import annotations
@@ -77,6 +79,30 @@ def time_steps(
         carry = jax.block_until_ready(step(*carry, *consts))
         times.append(time.perf_counter() - t0)
     return times, carry
+
+
+def time_interleaved(
+    cases: dict[str, tuple[Callable[..., Any], tuple, tuple]],
+    warmup: int = 3,
+    repeats: int = 15,
+) -> dict[str, list[float]]:
+    """Per-call wall times (s) of several ``(step, carry, consts)`` cases, interleaved.
+
+    Each case is warmed up ``warmup`` calls, then ``repeats`` rounds each time every case
+    once, in an order rotated by one every round. ``step`` returns the new carry, as in
+    :func:`time_steps`.
+    """
+    carries = {k: run_steps(step, carry, consts, warmup)
+               for k, (step, carry, consts) in cases.items()}
+    names = list(cases)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(repeats):
+        for k in names[r % len(names):] + names[: r % len(names)]:
+            step, _, consts = cases[k]
+            t0 = time.perf_counter()
+            carries[k] = jax.block_until_ready(step(*carries[k], *consts))
+            times[k].append(time.perf_counter() - t0)
+    return times
 
 
 def median(xs: Sequence[float]) -> float:

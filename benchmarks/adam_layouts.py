@@ -4,25 +4,31 @@ One jitted Adam step (update + ``optax.apply_updates``; parameters and optimizer
 donated) on float32 parameters totalling about 2**24 elements, laid out as 1, 1,000 or
 10,000 equal 1-D leaves (a list). Contenders:
 
-* ``floor``      one fused elementwise Adam formula on ONE flat array: reads p, g, m, v and
-                 writes p, m, v. Nothing that updates these parameters can move fewer bytes.
+* ``floor``      Adam in its cheapest form (Kingma & Ba 2015, end of Sec. 2: bias
+                 corrections folded into the scalar step size) as one fused elementwise
+                 kernel on ONE flat array: reads p, g, m, v and writes p, m, v.
 * ``optax``      ``optax.adam(1e-3)`` + ``optax.apply_updates`` on the list of leaves.
 * ``jopt``       ``jopt.adam(1e-3)`` + ``optax.apply_updates`` on the same list.
-* ``jopt-flat``  ``jopt.adam(1e-3)`` on ``jopt.FlatParams.from_tree(list)`` (gradient also a
-                 ``FlatParams``, built once outside the timed region).
+* ``jopt-flat``  ``jopt.adam(1e-3)`` on ``jopt.FlatParams.from_tree(list)`` (the gradient is
+                 also a ``FlatParams``, built once outside the timed region).
 
-Every (size, layout, contender) case runs in a fresh subprocess, so no compile cache or
-allocator state carries from one case to the next. Each case reports the trace+lower and
-compile seconds of ``jax.jit(step, donate_argnums=...).lower(...).compile()``, then runs 3
-steps from a fixed start (saved for the equality check), then times ``--repeats`` steps
-after ``--warmup`` more. The parent compares jopt's 3-step results (params, mu, nu; the
-flat path viewed through ``.tree()``) with optax's: jitted optax's when that case ran, else
-optax run eagerly (op by op, no compile).
+Each layout runs in a fresh subprocess (so nothing compiled for one layout is reused by
+another). In it every contender is compiled in turn from a fresh ``jax.jit`` (distinct
+programs share no compile cache) and the trace+lower and compile seconds are recorded;
+then each runs 3 steps from the same start for the equality check; then the steps are
+timed interleaved (round-robin, order rotated every round) so that load from other
+processes on a shared machine falls on all contenders alike. The CPU share used by other
+processes while timing is reported with each layout.
+
+The equality check compares jopt's params, ``mu`` and ``nu`` after 3 steps (the flat path
+viewed through ``FlatParams.tree()``) with optax's: jitted optax's where that case ran,
+else optax run eagerly (op by op, nothing to compile).
 
 Usage::
 
-    python benchmarks/adam_layouts.py                      # full run (~10 min on 2 CPU cores)
-    python benchmarks/adam_layouts.py --skip-slow          # skip optax at >= 10,000 leaves
+    python benchmarks/adam_layouts.py              # full run: 22 min on 2 shared CPU cores
+    python benchmarks/adam_layouts.py --skip-slow  # no pytree paths at 10,000 leaves: ~2 min
+    python benchmarks/adam_layouts.py --skip-slow --slow-contenders optax   # keep jopt
     python benchmarks/adam_layouts.py --sizes 65536 --layouts 1 100 --repeats 10
 """
 
@@ -33,8 +39,8 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +52,7 @@ import optax
 import jopt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import compile_timed, median, run_steps, time_steps
+from _timing import compile_timed, median, run_steps, time_interleaved
 
 CONTENDERS = ("floor", "optax", "jopt", "jopt-flat")
 LR, B1, B2, EPS = 1e-3, 0.9, 0.999, 1e-8
@@ -62,9 +68,7 @@ def start_point(size: int, leaves: int) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic float32 params and gradient of ``leaves * (size // leaves)`` elements."""
     n = leaves * (size // leaves)
     rng = np.random.default_rng(0)
-    params = rng.standard_normal(n, dtype=np.float32)
-    grads = rng.standard_normal(n, dtype=np.float32)
-    return params, grads
+    return rng.standard_normal(n, dtype=np.float32), rng.standard_normal(n, dtype=np.float32)
 
 
 def as_leaves(flat: np.ndarray, leaves: int) -> list[jax.Array]:
@@ -77,17 +81,31 @@ def flatten_np(tree: Any) -> np.ndarray:
     return np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(tree)])
 
 
+@jax.jit
+def tree_view(flat: jopt.FlatParams) -> jax.Array:
+    """The leaves of ``flat.tree()`` concatenated in tree order (one compile per layout).
+
+    Concatenating inside the jit keeps this cheap: a jitted ``flat.tree()`` returning
+    10,000 separate slices took 257 s to compile here, and an eager one compiles each slice.
+    """
+    return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(flat.tree())])
+
+
 # ---------------------------------------------------------------------- step builders
 
 
 def floor_step(p, m, v, count, g):
-    """Adam's formula on one flat array: reads p, g, m, v; writes p, m, v (one fused kernel)."""
+    """Adam on one flat array, per element 1 sqrt + 1 divide: reads p, g, m, v; writes p, m, v.
+
+    Bias corrections are folded into the scalars ``step`` and ``eps_hat`` (Kingma & Ba 2015,
+    Sec. 2, last paragraph); equal to Adam up to rounding.
+    """
     count = count + 1.0
+    c2 = jnp.sqrt(1 - B2**count)
+    step = LR * c2 / (1 - B1**count)
     m = B1 * m + (1 - B1) * g
     v = B2 * v + (1 - B2) * g * g
-    m_hat = m / (1 - B1**count)
-    v_hat = v / (1 - B2**count)
-    return p - LR * m_hat / (jnp.sqrt(v_hat) + EPS), m, v, count
+    return p - step * m / (jnp.sqrt(v) + EPS * c2), m, v, count
 
 
 def optimizer_step(opt: optax.GradientTransformation):
@@ -104,103 +122,55 @@ def build_case(contender: str, params: np.ndarray, grads: np.ndarray, leaves: in
     """The step function, its donated carry and its constant arguments for ``contender``."""
     if contender == "floor":
         p, g = jnp.asarray(params), jnp.asarray(grads)
-        zeros = jnp.zeros_like(p)
-        return floor_step, (p, zeros, jnp.zeros_like(zeros), jnp.float32(0)), (g,)
+        return floor_step, (p, jnp.zeros_like(p), jnp.zeros_like(p), jnp.float32(0)), (g,)
     p_tree, g_tree = as_leaves(params, leaves), as_leaves(grads, leaves)
     if contender == "jopt-flat":
         p_tree, g_tree = jopt.FlatParams.from_tree(p_tree), jopt.FlatParams.from_tree(g_tree)
-    opt = optax.adam(LR) if contender == "optax" else jopt.adam(LR)
+    opt = optax.adam(LR) if contender.startswith("optax") else jopt.adam(LR)
     return optimizer_step(opt), (p_tree, opt.init(p_tree)), (g_tree,)
 
 
 def results_of(contender: str, carry: tuple) -> dict[str, np.ndarray]:
     """Params and Adam moments after the check steps, each as one host vector."""
     if contender == "floor":
-        p, m, v, _ = carry
-        return {"params": np.asarray(p), "mu": np.asarray(m), "nu": np.asarray(v)}
+        return {q: np.asarray(x) for q, x in zip(QUANTITIES, carry[:3], strict=True)}
     params, state = carry
-    adam_state = state[0] if contender == "optax" else state  # optax.adam is a chain
+    adam_state = state[0] if contender.startswith("optax") else state  # optax.adam: a chain
     trees = (params, adam_state.mu, adam_state.nu)
-    if contender == "jopt-flat":  # one jitted view: eager .tree() compiles one slice per leaf
-        trees = jax.jit(lambda ts: tuple(t.tree() for t in ts))(trees)
+    if contender == "jopt-flat":
+        trees = tuple(tree_view(t) for t in trees)
     return {q: flatten_np(t) for q, t in zip(QUANTITIES, trees, strict=True)}
 
 
-# ------------------------------------------------------------------ one case (child)
+# ------------------------------------------------------------ one layout (subprocess)
 
 
-def run_eager_reference(args: argparse.Namespace) -> dict[str, Any]:
-    """Run optax op by op (no jit) for the check steps; save its results."""
-    params, grads = start_point(args.size, args.leaves)
-    step, carry, consts = build_case("optax", params, grads, args.leaves)
-    carry = run_steps(step, carry, consts, CHECK_STEPS)
-    save_results(Path(args.save_dir), "optax-eager", results_of("optax", carry))
-    return {"contender": "optax-eager", "leaves": args.leaves, "n": int(params.size)}
-
-
-def run_case(args: argparse.Namespace) -> dict[str, Any]:
-    """Compile, check-run and time one contender at one layout; return its numbers."""
-    params, grads = start_point(args.size, args.leaves)
-    step, carry, consts = build_case(args.case, params, grads, args.leaves)
-    del params, grads
+def prepare(contender: str, params: np.ndarray, grads: np.ndarray, leaves: int) -> dict:
+    """Build and compile one contender, then run the check steps; time the phases."""
+    t0 = time.perf_counter()
+    step, carry, consts = build_case(contender, params, grads, leaves)
+    build_s = time.perf_counter() - t0
+    log(f"{leaves} leaves, {contender}: built in {build_s:.1f} s; compiling")
     compiled, ct = compile_timed(step, (*carry, *consts), donate_argnums=range(len(carry)))
+    log(f"{leaves} leaves, {contender}: compiled in {ct.total_s:.1f} s; check steps")
     carry = run_steps(compiled, carry, consts, CHECK_STEPS)
-    if args.save_dir:
-        save_results(Path(args.save_dir), args.case, results_of(args.case, carry))
-    times, _ = time_steps(compiled, carry, consts, args.warmup, args.repeats)
     return {
-        "contender": args.case,
-        "leaves": args.leaves,
-        "n": args.leaves * (args.size // args.leaves),
-        "lower_s": ct.lower_s,
-        "compile_s": ct.total_s,
-        "step_ms": 1e3 * median(times),
-        "min_ms": 1e3 * min(times),
-        "max_ms": 1e3 * max(times),
-        "repeats": len(times),
+        "case": (compiled, carry, consts),
+        "check": results_of(contender, carry),
+        "row": {"contender": contender, "build_s": build_s, "lower_s": ct.lower_s,
+                "compile_s": ct.total_s},
     }
 
 
-def save_results(directory: Path, name: str, results: dict[str, np.ndarray]) -> None:
-    """Write each quantity to ``directory/name.quantity.npy``."""
-    for q, arr in results.items():
-        np.save(directory / f"{name}.{q}.npy", arr)
+def log(msg: str) -> None:
+    """A progress line on stderr (the parent passes the subprocess's stderr through)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def child_main(args: argparse.Namespace) -> None:
-    """Entry point of a case subprocess: print one tagged JSON line."""
-    out = run_eager_reference(args) if args.case == "optax-eager" else run_case(args)
-    print(RESULT_TAG + json.dumps(out), flush=True)
-
-
-# ----------------------------------------------------------------- driver (parent)
-
-
-def spawn_case(
-    args: argparse.Namespace, case: str, size: int, leaves: int, save_dir: str
-) -> dict[str, Any]:
-    """Run one case in a fresh Python process; return its JSON (or an error record)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--case", case, "--size", str(size),
-           "--leaves", str(leaves), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
-    if save_dir:
-        cmd += ["--save-dir", save_dir]
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.case_timeout)
-    except subprocess.TimeoutExpired:
-        return {"contender": case, "leaves": leaves, "error": f"timeout {args.case_timeout}s"}
-    for line in proc.stdout.splitlines():
-        if line.startswith(RESULT_TAG):
-            out = json.loads(line[len(RESULT_TAG):])
-            out["wall_s"] = time.perf_counter() - t0
-            return out
-    sys.stderr.write(proc.stderr[-4000:])
-    return {"contender": case, "leaves": leaves, "error": f"exit code {proc.returncode}"}
-
-
-def is_slow(contender: str, leaves: int, args: argparse.Namespace) -> bool:
-    """Cases that ``--skip-slow`` drops: optax at ``--slow-leaves`` leaves or more."""
-    return args.skip_slow and contender == "optax" and leaves >= args.slow_leaves
+def eager_reference(params: np.ndarray, grads: np.ndarray, leaves: int) -> dict:
+    """optax run op by op (no jit) for the check steps: the reference when optax is skipped."""
+    step, carry, consts = build_case("optax-eager", params, grads, leaves)
+    return results_of("optax-eager", run_steps(step, carry, consts, CHECK_STEPS))
 
 
 def max_rel_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -208,84 +178,131 @@ def max_rel_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a.astype(np.float64) - b)) / np.max(np.abs(b)))
 
 
-def compare(save_dir: Path, name: str, ref: str) -> dict[str, float]:
-    """Max relative difference of ``name``'s check results from ``ref``'s, per quantity."""
-    load = lambda who, q: np.load(save_dir / f"{who}.{q}.npy")  # noqa: E731
-    return {q: max_rel_diff(load(name, q), load(ref, q)) for q in QUANTITIES}
+def equality(prepared: dict[str, dict], ref: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Max relative difference from the reference, per contender and quantity."""
+    return {
+        c: {q: max_rel_diff(p["check"][q], ref[q]) for q in QUANTITIES}
+        for c, p in prepared.items()
+        if not c.startswith("optax")
+    }
 
 
-def equality_check(
-    args: argparse.Namespace, size: int, leaves: int, save_dir: str, ran: set[str]
-) -> dict[str, Any]:
-    """Compare jopt (and the floor) with optax after the check steps at one layout."""
-    ref = "optax"
-    if "optax" not in ran:
-        spawn_case(args, "optax-eager", size, leaves, save_dir)
-        ref = "optax-eager"
-    d = Path(save_dir)
-    if not (d / f"{ref}.params.npy").exists():
-        return {"reference": ref, "error": "reference did not run"}
-    diffs = {c: compare(d, c, ref) for c in ("floor", "jopt", "jopt-flat") if c in ran}
-    return {"reference": ref, "diffs": diffs}
+def proc_stat_busy() -> tuple[float, float]:
+    """(busy CPU-seconds of the whole machine since boot, own process CPU-seconds)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    except OSError:
+        return 0.0, time.process_time()
+    busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK"), time.process_time()
 
 
-def run_layout(args: argparse.Namespace, size: int, leaves: int) -> dict[str, Any]:
-    """All contenders at one (size, layout), each in its own process, then the check."""
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="adam_layouts_") as tmp:
-        save_dir = tmp if args.check else ""
-        for contender in args.contenders:
-            if is_slow(contender, leaves, args):
-                rows.append({"contender": contender, "leaves": leaves, "error": "skipped"})
-                continue
-            rows.append(spawn_case(args, contender, size, leaves, save_dir))
-            print_row(rows[-1])
-        ran = {r["contender"] for r in rows if "error" not in r}
-        check = equality_check(args, size, leaves, tmp, ran) if args.check else None
-    return {"size": size, "leaves": leaves, "rows": rows, "check": check}
+def timed_with_load(cases: dict, warmup: int, repeats: int) -> tuple[dict, float]:
+    """Interleaved step times and the CPU share other processes used meanwhile (0-1)."""
+    busy0, own0 = proc_stat_busy()
+    t0 = time.perf_counter()
+    times = time_interleaved(cases, warmup, repeats)
+    wall = time.perf_counter() - t0
+    busy1, own1 = proc_stat_busy()
+    others = ((busy1 - busy0) - (own1 - own0)) / (wall * (os.cpu_count() or 1))
+    return times, max(0.0, others)
+
+
+def run_layout_here(args: argparse.Namespace) -> dict[str, Any]:
+    """Compile, check and time every requested contender at one layout (in this process)."""
+    params, grads = start_point(args.size, args.leaves)
+    prepared = {c: prepare(c, params, grads, args.leaves) for c in args.contenders}
+    ref_name, diffs = ("optax" if "optax" in prepared else "optax-eager"), {}
+    if args.check:
+        ref = (prepared["optax"]["check"] if ref_name == "optax"
+               else eager_reference(params, grads, args.leaves))
+        diffs = equality(prepared, ref)
+    log(f"{args.leaves} leaves: timing {', '.join(prepared)} interleaved")
+    times, others = timed_with_load({c: p["case"] for c, p in prepared.items()},
+                                    args.warmup, args.repeats)
+    rows = [p["row"] | step_stats(times[c]) for c, p in prepared.items()]
+    return {"size": args.size, "leaves": args.leaves, "n": int(params.size), "rows": rows,
+            "check": {"reference": ref_name, "diffs": diffs}, "others_busy": others}
+
+
+def step_stats(times: list[float]) -> dict[str, float]:
+    """Median, min and max step time in ms, and the number of timed steps."""
+    ms = [1e3 * t for t in times]
+    return {"step_ms": median(ms), "min_ms": min(ms), "max_ms": max(ms), "repeats": len(ms)}
+
+
+# ----------------------------------------------------------------- driver (parent)
+
+
+def spawn_layout(args: argparse.Namespace, size: int, leaves: int) -> dict[str, Any]:
+    """Run one layout in a fresh Python process; return its record (or an error record)."""
+    contenders = [c for c in args.contenders if not is_slow(c, leaves, args)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--size", str(size),
+           "--leaves", str(leaves), "--warmup", str(args.warmup), "--repeats",
+           str(args.repeats), "--contenders", *contenders]
+    if not args.check:
+        cmd.append("--no-check")
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=args.case_timeout)
+    except subprocess.TimeoutExpired:
+        return {"size": size, "leaves": leaves, "error": f"timeout {args.case_timeout}s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_TAG):
+            out = json.loads(line[len(RESULT_TAG):])
+            out["wall_s"] = time.perf_counter() - t0
+            out["skipped"] = [c for c in args.contenders if c not in contenders]
+            return out
+    return {"size": size, "leaves": leaves, "error": f"exit code {proc.returncode}"}
+
+
+def is_slow(contender: str, leaves: int, args: argparse.Namespace) -> bool:
+    """Cases ``--skip-slow`` drops: ``--slow-contenders`` at ``--slow-leaves`` leaves or more."""
+    return args.skip_slow and contender in args.slow_contenders and leaves >= args.slow_leaves
 
 
 # ---------------------------------------------------------------------- reporting
 
 
-def print_row(row: dict[str, Any]) -> None:
-    """One progress line per finished case."""
-    if "error" in row:
-        print(f"  {row['leaves']:>6} leaves  {row['contender']:<10} {row['error']}", flush=True)
-        return
-    print(f"  {row['leaves']:>6} leaves  {row['contender']:<10} step {row['step_ms']:9.2f} ms "
-          f"(min {row['min_ms']:.2f}, max {row['max_ms']:.2f})  compile {row['compile_s']:7.2f} s "
-          f"(lower {row['lower_s']:.2f})  [{row['wall_s']:.0f} s wall]", flush=True)
-
-
 def floor_ms(layout: dict[str, Any]) -> float | None:
-    """The floor's step time at this layout, if it ran."""
+    """The floor's median step time at this layout, if it ran."""
+    return next((r["step_ms"] for r in layout.get("rows", []) if r["contender"] == "floor"),
+                None)
+
+
+def print_layout(layout: dict[str, Any]) -> None:
+    """Progress lines for one finished layout."""
+    if "error" in layout:
+        print(f"  {layout['leaves']:>6} leaves: {layout['error']}", flush=True)
+        return
+    print(f"  {layout['leaves']:>6} leaves, n = {layout['n']:,} [{layout['wall_s']:.0f} s wall; "
+          f"other processes used {layout['others_busy']:.0%} of the CPUs while timing]")
     for r in layout["rows"]:
-        if r["contender"] == "floor" and "error" not in r:
-            return r["step_ms"]
-    return None
+        print(f"    {r['contender']:<10} step {r['step_ms']:8.2f} ms (min {r['min_ms']:.2f}, "
+              f"max {r['max_ms']:.2f})  compile {r['compile_s']:7.2f} s (lower "
+              f"{r['lower_s']:.2f})  build {r['build_s']:.2f} s", flush=True)
 
 
 def markdown_rows(layout: dict[str, Any]) -> list[str]:
     """Table rows for one layout: time, ratio to the floor, compile and lowering seconds."""
+    name = f"{layout['leaves']:,} × {layout['size'] // layout['leaves']:,}"
+    if "error" in layout:
+        return [f"| {name} | all | {layout['error']} | | | | |"]
     fl = floor_ms(layout)
-    per = layout["size"] // layout["leaves"]
-    name = f"{layout['leaves']:,} × {per:,}"
     lines = []
     for r in layout["rows"]:
-        if "error" in r:
-            lines.append(f"| {name} | {r['contender']} | {r['error']} | | | |")
-            continue
         ratio = f"{r['step_ms'] / fl:.2f}" if fl else "n/a"
-        lines.append(f"| {name} | {r['contender']} | {r['step_ms']:.1f} | {ratio} | "
-                     f"{r['compile_s']:.2f} | {r['lower_s']:.2f} |")
+        lines.append(f"| {name} | {r['contender']} | {r['step_ms']:.1f} | {r['min_ms']:.1f} | "
+                     f"{ratio} | {r['compile_s']:.2f} | {r['lower_s']:.2f} |")
+    lines += [f"| {name} | {c} | skipped | | | | |" for c in layout["skipped"]]
     return lines
 
 
 def markdown_table(layouts: list[dict[str, Any]]) -> str:
     """The results table (one block of rows per layout)."""
-    head = ["| layout (leaves × elements) | contender | step (ms) | × floor | compile (s) "
-            "| of which trace+lower (s) |", "|---|---|---:|---:|---:|---:|"]
+    head = ["| layout (leaves × elements) | contender | step median (ms) | step min (ms) "
+            "| × floor (median) | compile (s) | of which trace+lower (s) |",
+            "|---|---|---:|---:|---:|---:|---:|"]
     return "\n".join(head + [line for lay in layouts for line in markdown_rows(lay)])
 
 
@@ -293,10 +310,9 @@ def check_lines(layouts: list[dict[str, Any]]) -> list[str]:
     """One line per layout with the max relative differences from optax."""
     lines = []
     for lay in layouts:
-        chk = lay["check"]
-        if not chk or "diffs" not in chk:
-            lines.append(f"- {lay['leaves']:,} leaves: {chk}")
+        if "error" in lay:
             continue
+        chk = lay["check"]
         parts = [f"{c}: " + ", ".join(f"{q} {v:.1e}" for q, v in d.items())
                  for c, d in chk["diffs"].items()]
         lines.append(f"- {lay['leaves']:,} leaves (vs {chk['reference']}): " + "; ".join(parts))
@@ -304,23 +320,23 @@ def check_lines(layouts: list[dict[str, Any]]) -> list[str]:
 
 
 def bandwidth_lines(layouts: list[dict[str, Any]]) -> list[str]:
-    """Memory bandwidth implied by the floor: 7 float32 arrays moved per step."""
+    """Memory bandwidth implied by the floor: 7 float32 arrays of n elements per step."""
     lines = []
     for lay in layouts:
         fl = floor_ms(lay)
         if fl:
-            n = next(r["n"] for r in lay["rows"] if r["contender"] == "floor")
-            gbs = 7 * 4 * n / (fl * 1e-3) / 1e9
-            lines.append(f"- floor at n = {n:,}: {7 * 4 * n / 1e6:.0f} MB in {fl:.1f} ms "
-                         f"= {gbs:.1f} GB/s")
+            mb = 7 * 4 * lay["n"] / 1e6
+            lines.append(f"- n = {lay['n']:,}: {mb:.0f} MB per step in {fl:.1f} ms = "
+                         f"{mb / fl:.1f} GB/s")
     return lines
 
 
 def report(layouts: list[dict[str, Any]]) -> None:
-    """Print the markdown table, the bandwidth and the equality check."""
-    print()
+    """Print the markdown table, the floor's bandwidth and the equality check."""
+    print(f"\n{date.today()}, jax {jax.__version__}, optax {optax.__version__}, "
+          f"{os.cpu_count()} CPUs\n")
     print(markdown_table(layouts))
-    print("\nFloor bandwidth:")
+    print("\nBandwidth implied by the floor (median):")
     print("\n".join(bandwidth_lines(layouts)))
     print(f"\nEquality after {CHECK_STEPS} steps, max|x - x_optax| / max|x_optax|:")
     print("\n".join(check_lines(layouts)))
@@ -330,41 +346,44 @@ def report(layouts: list[dict[str, Any]]) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options (the ``--case`` group is internal: one case per subprocess)."""
+    """Command-line options (``--child`` and friends are internal: one layout per process)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[2**24],
-                    help="total parameter counts (each layout uses leaves * (size // leaves))")
+                    help="total parameter counts (a layout uses leaves * (size // leaves))")
     ap.add_argument("--layouts", type=int, nargs="+", default=[1, 1000, 10000],
                     help="leaf counts")
     ap.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
     ap.add_argument("--skip-slow", action="store_true",
-                    help="skip optax at --slow-leaves leaves or more (~200 s compile at 10k)")
+                    help="skip --slow-contenders at --slow-leaves leaves or more (at 10,000 "
+                         "leaves both pytree paths took 450-700 s to compile on 2 cores)")
+    ap.add_argument("--slow-contenders", nargs="+", choices=CONTENDERS,
+                    default=["optax", "jopt"])
     ap.add_argument("--slow-leaves", type=int, default=10_000)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--no-check", dest="check", action="store_false",
                     help="skip the equality check against optax")
-    ap.add_argument("--case-timeout", type=float, default=900.0, help="seconds per case")
+    ap.add_argument("--case-timeout", type=float, default=1500.0,
+                    help="seconds allowed per layout subprocess")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
-    ap.add_argument("--case", help=argparse.SUPPRESS)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--size", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--leaves", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--save-dir", default="", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run every requested case (each in a subprocess), then print the report."""
+    """Run every requested layout (each in a subprocess), then print the report."""
     args = parse_args(argv)
-    if args.case:
-        child_main(args)
+    if args.child:
+        print(RESULT_TAG + json.dumps(run_layout_here(args)), flush=True)
         return
-    print(f"jax {jax.__version__}, optax {optax.__version__}, {os.cpu_count()} CPUs, "
-          f"devices {jax.devices()}", flush=True)
+    print(f"jax {jax.__version__}, optax {optax.__version__}, {os.cpu_count()} CPUs", flush=True)
     layouts = []
     for size in args.sizes:
         for leaves in args.layouts:
-            layouts.append(run_layout(args, size, leaves))
+            layouts.append(spawn_layout(args, size, leaves))
+            print_layout(layouts[-1])
     report(layouts)
     if args.json:
         args.json.write_text(json.dumps(layouts, indent=1))

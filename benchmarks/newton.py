@@ -1,0 +1,407 @@
+"""Newton methods suite (issue 4): jopt's newton-cg / trust-ncg against scipy's Newton-CG,
+trust-ncg and trust-krylov.
+
+Every method runs every problem of :func:`benchmarks.problems.suite` in float64 with the same
+target ``‖∇f‖∞ <= 1e-6``, checked by this script with ``jax.grad`` at the returned point
+whatever the method's own stopping rule.
+
+* ``jopt-newton-cg`` / ``jopt-trust-ncg``: ``jopt.minimize(fun, x0, method=..., tol=1e-6)``.
+* ``scipy-newton-cg`` / ``scipy-trust-ncg`` / ``scipy-trust-krylov``:
+  ``scipy.optimize.minimize`` given the SAME jitted gradient (``jax.jit(jax.grad(fun))``),
+  a jitted objective and a jitted HVP ``jax.jit(lambda x, v: jopt.hvp(fun, x, v))`` as
+  ``hessp``. Newton-CG stops on the step's l1 norm (``xtol·n``), so it gets ``xtol=1e-12``;
+  the trust-region methods get ``gtol=1e-6`` (their test is on ‖g‖₂, stricter than ‖g‖∞).
+  ``scipy_ok`` records whether scipy itself reported success.
+* ``jopt-lbfgs`` (n >= 1000 only, for the "fewer iterations → less time?" question).
+
+A scipy run is aborted (recorded as a timeout, unsolved) once it has run ``--guard`` seconds
+(the abort is raised from inside the objective/gradient/HVP callbacks).
+
+Timing: first call (compile + run), then the median of 3 further calls (1 when the first
+call took more than ``--long`` seconds); compile = first - steady.
+
+Usage::
+
+    python -m benchmarks.newton --quick --out r.jsonl        # MGH + n = 1000 (resumable)
+    python -m benchmarks.newton --out r.jsonl --shard 0/2
+    python -m benchmarks.newton --report r.jsonl --md out.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+TOL = 1e-6
+ALL_METHODS = ("jopt-newton-cg", "jopt-trust-ncg", "scipy-newton-cg", "scipy-trust-ncg",
+               "scipy-trust-krylov", "jopt-lbfgs")
+COUNTERPART = {"jopt-newton-cg": "scipy-newton-cg", "jopt-trust-ncg": "scipy-trust-ncg",
+               "scipy-trust-krylov": "scipy-trust-ncg"}
+SCIPY_NAMES = {"newton-cg": "Newton-CG", "trust-ncg": "trust-ncg", "trust-krylov": "trust-krylov"}
+
+
+class _Timeout(Exception):
+    pass
+
+
+def wait_for_load(limit: float = 1.5, poll: float = 30.0, max_wait: float = 900.0) -> float:
+    """Sleep until the 1-minute load average is below ``limit`` (at most ``max_wait`` s).
+
+    Returns the load average at the end of the wait (printed too).
+    """
+    t0 = time.time()
+    while True:
+        with open("/proc/loadavg") as fh:
+            load = float(fh.read().split()[0])
+        if load < limit or time.time() - t0 >= max_wait:
+            print(f"# load {load:.2f} after waiting {time.time() - t0:.0f} s", flush=True)
+            return load
+        time.sleep(poll)
+
+
+# ----------------------------------------------------------------------------- solvers
+# Each builder returns ``solve(x0) -> dict`` with x, nit, nfev, nhev, status (+ scipy_ok).
+
+
+def _jopt(method: str, fun: Callable, maxiter: int) -> Callable:
+    import jopt
+
+    def solve(x0):
+        r = jax.block_until_ready(jopt.minimize(fun, x0, method=method, tol=TOL,
+                                                maxiter=maxiter))
+        return {"x": r.x, "nit": int(r.nit), "nfev": int(r.nfev), "njev": int(r.njev),
+                "nhev": int(r.nhev), "status": int(r.status)}
+
+    return solve
+
+
+def _scipy(method: str, fun: Callable, maxiter: int, guard: float) -> Callable:
+    import scipy.optimize as so
+
+    import jopt
+
+    f_j = jax.jit(fun)
+    g_j = jax.jit(jax.grad(fun))
+    h_j = jax.jit(lambda x, v: jopt.hvp(fun, x, v))
+    deadline = [math.inf]
+
+    def check():
+        if time.perf_counter() > deadline[0]:
+            raise _Timeout
+
+    def f(x):
+        check()
+        return float(f_j(x))
+
+    def g(x):
+        check()
+        return np.asarray(g_j(x), np.float64)
+
+    def hp(x, p):
+        check()
+        return np.asarray(h_j(x, p), np.float64)
+
+    if method == "Newton-CG":
+        options = {"xtol": 1e-12, "maxiter": maxiter}
+    else:
+        options = {"gtol": TOL, "maxiter": maxiter}
+
+    def solve(x0):
+        deadline[0] = time.perf_counter() + guard
+        r = so.minimize(f, np.asarray(x0, np.float64), jac=g, hessp=hp, method=method,
+                        options=options)
+        return {"x": r.x, "nit": int(r.nit), "nfev": int(r.nfev), "njev": int(r.njev),
+                "nhev": int(r.nhev), "status": int(r.status), "scipy_ok": bool(r.success)}
+
+    return solve
+
+
+def build(method: str, fun: Callable, maxiter: int, guard: float) -> Callable:
+    """The solver ``x0 -> dict`` for one method name."""
+    family, _, kind = method.partition("-")
+    if family == "jopt":
+        # lbfgs gets the issue-3 iteration limit: it needs thousands of steps on some.
+        return _jopt(kind, fun, max(maxiter, 10_000) if kind == "lbfgs" else maxiter)
+    if family == "scipy":
+        return _scipy(SCIPY_NAMES[kind], fun, maxiter, guard)
+    raise ValueError(f"unknown method {method!r}")
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def run_one(problem, method: str, maxiter: int, guard: float, long_s: float) -> dict:
+    """Solve ``problem`` with ``method``; time it and check the gradient at the result."""
+    rec: dict[str, Any] = {"problem": problem.name, "n": problem.n, "source": problem.source,
+                           "method": method, "maxiter": maxiter}
+    grad = jax.jit(jax.grad(problem.fun))
+    fun = jax.jit(problem.fun)
+    try:
+        solve = build(method, problem.fun, maxiter, guard)
+        t0 = time.perf_counter()
+        out = solve(problem.x0)
+        first = time.perf_counter() - t0
+        x = jnp.asarray(out.pop("x"), jnp.float64)
+        rec.update(out, first_s=first)
+        f = float(fun(x))
+        ginf = float(jnp.max(jnp.abs(grad(x))))
+        rec.update(f=f, gnorm=ginf, solved=bool(math.isfinite(f) and ginf <= TOL))
+        reps = 3 if first < long_s else 1
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            solve(problem.x0)
+            times.append(time.perf_counter() - t0)
+        steady = statistics.median(times)
+        rec.update(steady_s=steady, reps=reps, compile_s=max(first - steady, 0.0))
+    except _Timeout:
+        rec.update(solved=False, timeout=True, steady_s=None, compile_s=None)
+    except Exception as e:  # a crash is a result too
+        rec.update(solved=False, error=f"{type(e).__name__}: {e}"[:300])
+        traceback.print_exc()
+    return rec
+
+
+def select_problems(args):
+    from benchmarks.problems import suite
+
+    probs = suite(sizes=tuple(args.sizes))
+    if args.quick:
+        probs = [p for p in probs if p.n <= 1000]
+    if args.problems:
+        wanted = set(args.problems.split(","))
+        probs = [p for p in probs if p.name in wanted]
+    i, k = (int(v) for v in args.shard.split("/"))
+    return probs[i::k]
+
+
+def run_suite(args) -> None:
+    probs = select_problems(args)
+    methods = args.methods.split(",") if args.methods else list(ALL_METHODS)
+    done = set()
+    if args.out and os.path.exists(args.out):
+        with open(args.out) as fh:
+            done = {(r["problem"], r["method"]) for r in map(json.loads, fh)}
+    if not args.no_wait:
+        wait_for_load()
+    for p in probs:
+        for m in methods:
+            if m == "jopt-lbfgs" and p.n < 1000:
+                continue
+            if (p.name, m) in done:
+                continue
+            rec = run_one(p, m, args.maxiter, args.guard, args.long)
+            with open("/proc/loadavg") as fh:
+                rec["load1"] = float(fh.read().split()[0])
+            line = json.dumps(rec)
+            print(line, flush=True)
+            if args.out:
+                with open(args.out, "a") as fh:
+                    fh.write(line + "\n")
+        jax.clear_caches()
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _fmt(v, spec=".3g"):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return format(v, spec)
+
+
+def _med(xs, spec=".3g"):
+    return _fmt(statistics.median(xs), spec) if xs else "-"
+
+
+def _load_recs(paths: list[str]) -> dict[tuple[str, str], dict]:
+    recs: dict[tuple[str, str], dict] = {}
+    for path in paths:
+        if not os.path.exists(path):
+            continue
+        with open(path) as fh:
+            for line in fh:
+                r = json.loads(line)
+                recs[(r["problem"], r["method"])] = r
+    return recs
+
+
+def report(paths: list[str], qn_paths: list[str]) -> str:
+    """Markdown for RESULTS.md from the JSON-lines result files."""
+    recs = _load_recs(paths)
+    nprob = {k[0]: r["n"] for k, r in recs.items()}
+    problems = sorted(nprob, key=lambda s: (nprob[s], s))
+    methods = [m for m in ALL_METHODS if any((p, m) in recs for p in problems)]
+    loads = [r["load1"] for r in recs.values() if "load1" in r]
+    lines = ["## Newton methods suite (issue 4)", ""]
+    lines += [
+        f"float64, target ‖∇f‖∞ ≤ 1e-6 checked by the benchmark with `jax.grad` at each "
+        f"returned x (f finite), maxiter {sorted({r['maxiter'] for r in recs.values()})}. "
+        f"{len(problems)} problems of `suite(sizes=(1000, 10000))` ran (of 69). scipy gets "
+        "the same jitted gradient and a jitted `jopt.hvp` as `hessp`; Newton-CG with "
+        "xtol = 1e-12 (its only stop), trust-ncg / trust-krylov with gtol = 1e-6 (on ‖g‖₂). "
+        "A scipy run longer than the guard is aborted and counted unsolved. Steady time = "
+        "median of 3 calls after the first (1 call when the first took > 5 s); compile = "
+        "first − steady. Before the timed runs each process waited (polling every 30 s, "
+        "≤ 15 min) for the 1-minute load average to drop below 1.5; the load recorded after "
+        f"each problem/method had median {_med(loads, '.2f')} and max "
+        f"{_fmt(max(loads) if loads else None, '.2f')} — the machine is shared, so "
+        "timings carry noise. Produced by `python -m benchmarks.newton`.",
+        "",
+        "Counterpart: jopt newton-cg ↔ scipy Newton-CG, jopt trust-ncg ↔ scipy trust-ncg, "
+        "scipy trust-krylov ↔ scipy trust-ncg. \"both\" = problems solved by the method and "
+        "its counterpart; time ratio = method / counterpart on n ≥ 1000 problems both "
+        "solved (< 1: faster). scipy ok = scipy's own `success`.",
+        "",
+        "| method | solved | of | scipy ok | median nit (both) | median nhev (both) | "
+        "counterpart nit / nhev (same) | median time ratio n≥1000 (both, #) | Σ compile (s) "
+        "| timeouts/errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in methods:
+        rows = [recs[(p, m)] for p in problems if (p, m) in recs]
+        solved = [r for r in rows if r.get("solved")]
+        ref = COUNTERPART.get(m)
+        both = [r for r in solved if ref and recs.get((r["problem"], ref), {}).get("solved")]
+        ratio = [r["steady_s"] / recs[(r["problem"], ref)]["steady_s"] for r in both
+                 if r["n"] >= 1000 and r.get("steady_s")
+                 and recs[(r["problem"], ref)].get("steady_s")]
+        ok = sum(1 for r in rows if r.get("scipy_ok")) if m.startswith("scipy") else "-"
+        comp = sum(r.get("compile_s") or 0.0 for r in rows) if m.startswith("jopt") else None
+        errs = sum(1 for r in rows if r.get("error") or r.get("timeout"))
+        lines.append(
+            f"| {m} | {len(solved)} | {len(rows)} | {ok} | {_med([r['nit'] for r in both])} | "
+            f"{_med([r['nhev'] for r in both])} | "
+            f"{_med([recs[(r['problem'], ref)]['nit'] for r in both])} / "
+            f"{_med([recs[(r['problem'], ref)]['nhev'] for r in both])} | "
+            f"{_med(ratio)} ({len(ratio)}) | {_fmt(comp, '.1f')} | {errs} |")
+    # Per-problem table, n >= 1000.
+    big = [p for p in problems if nprob[p] >= 1000]
+    show = [m for m in methods if m != "jopt-lbfgs"]
+    lines += ["", "### n ≥ 1000: per problem", "",
+              "Cell: steady ms / nit / nhev (✗ = not solved, T = aborted by the guard).", "",
+              "| problem | " + " | ".join(show) + " |", "|---|" + "---|" * len(show)]
+
+    def cell(p, m):
+        r = recs.get((p, m))
+        if r is None:
+            return "n/a"
+        if r.get("timeout"):
+            return "T"
+        if r.get("error"):
+            return "error"
+        t = r.get("steady_s")
+        mark = "" if r.get("solved") else " ✗"
+        return f"{_fmt(t * 1e3 if t else None, '.1f')} / {r.get('nit')} / {r.get('nhev')}{mark}"
+
+    for p in big:
+        lines.append(f"| {p} | " + " | ".join(cell(p, m) for m in show) + " |")
+    # Problems scipy solves and jopt does not.
+    lines += ["", "### Solved by scipy Newton-CG / trust-ncg but not by jopt's counterpart", "",
+              "Status codes: 0 converged, 1 maxiter, 2 line search failed, 3 non-finite, "
+              "4 small change, 6 precision loss.", "",
+              "| problem | n | jopt method | jopt status | jopt nit | jopt nhev | jopt ‖g‖∞ | "
+              "jopt f | scipy nit | scipy nhev | scipy f |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    missing = 0
+    for jm in ("jopt-newton-cg", "jopt-trust-ncg"):
+        sm = COUNTERPART[jm]
+        for p in problems:
+            s, j = recs.get((p, sm)), recs.get((p, jm))
+            if s and j and s.get("solved") and not j.get("solved"):
+                missing += 1
+                lines.append(
+                    f"| {p} | {nprob[p]} | {jm} | {j.get('status', j.get('error', '-'))} | "
+                    f"{j.get('nit', '-')} | {j.get('nhev', '-')} | {_fmt(j.get('gnorm'))} | "
+                    f"{_fmt(j.get('f'), '.6g')} | {s['nit']} | {s['nhev']} | "
+                    f"{_fmt(s['f'], '.6g')} |")
+    if not missing:
+        lines.append("| (none) | | | | | | | | | | |")
+    lines += ["", "### Unsolved problems per method", ""]
+    for m in methods:
+        bad = [p for p in problems if (p, m) in recs and not recs[(p, m)].get("solved")]
+        desc = []
+        for p in bad:
+            r = recs[(p, m)]
+            why = ("timeout" if r.get("timeout") else "error" if r.get("error")
+                   else f"‖g‖∞={_fmt(r.get('gnorm'), '.1e')}, status {r.get('status')}")
+            desc.append(f"{p} ({why})")
+        lines.append(f"- **{m}** ({len(bad)}): " + (", ".join(desc) if desc else "none"))
+    # newton-cg vs lbfgs.
+    lb = {k[0]: r for k, r in recs.items() if k[1] == "jopt-lbfgs"}
+    src = "this run"
+    if not lb:
+        qn = _load_recs(qn_paths)
+        lb = {k[0]: r for k, r in qn.items() if k[1] == "jopt-lbfgs"}
+        src = "the issue-3 run (`benchmarks/results/qn_shard*.jsonl`, other load and code)"
+    lines += ["", "### jopt newton-cg vs jopt lbfgs (n ≥ 1000, both solved)", "",
+              f"jopt-lbfgs from {src}. Rows: problems where newton-cg needs fewer "
+              "iterations than lbfgs.", "",
+              "| problem | newton-cg nit / nhev | lbfgs nit | newton-cg ms | lbfgs ms | "
+              "time ratio ncg/lbfgs | newton-cg faster? |", "|---|---|---|---|---|---|---|"]
+    wins = fewer = 0
+    for p in big:
+        nc, lr = recs.get((p, "jopt-newton-cg")), lb.get(p)
+        if not (nc and lr and nc.get("solved") and lr.get("solved")):
+            continue
+        if nc["nit"] >= lr["nit"] or not (nc.get("steady_s") and lr.get("steady_s")):
+            continue
+        fewer += 1
+        rt = nc["steady_s"] / lr["steady_s"]
+        wins += rt < 1
+        lines.append(f"| {p} | {nc['nit']} / {nc['nhev']} | {lr['nit']} | "
+                     f"{nc['steady_s'] * 1e3:.1f} | {lr['steady_s'] * 1e3:.1f} | {rt:.2f} | "
+                     f"{'yes' if rt < 1 else 'no'} |")
+    lines += ["", f"newton-cg needs fewer iterations on {fewer} problems (n ≥ 1000, both "
+              f"solved) and is also faster in wall time on {wins} of them."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    ap.add_argument("--quick", action="store_true", help="MGH + n = 1000 problems only")
+    ap.add_argument("--problems", default="", help="comma-separated problem names")
+    ap.add_argument("--methods", default="", help=f"comma-separated, from {ALL_METHODS}")
+    ap.add_argument("--maxiter", type=int, default=2000)
+    ap.add_argument("--guard", type=float, default=60.0,
+                    help="abort a scipy run after this many seconds (counted unsolved)")
+    ap.add_argument("--long", type=float, default=5.0,
+                    help="a first call longer than this (s) is repeated once, not 3 times")
+    ap.add_argument("--shard", default="0/1", help="i/k: run problems i, i+k, ...")
+    ap.add_argument("--out", default="", help="JSON-lines output (appended; resumable)")
+    ap.add_argument("--no-wait", action="store_true", help="skip the load-average wait")
+    ap.add_argument("--report", nargs="*", default=None, help="JSON-lines files to tabulate")
+    ap.add_argument("--qn", nargs="*", default=["benchmarks/results/qn_shard0.jsonl",
+                                                 "benchmarks/results/qn_shard1.jsonl"])
+    ap.add_argument("--md", default="", help="write the report here (default: stdout)")
+    args = ap.parse_args(argv)
+    if args.report is not None:
+        text = report(args.report, args.qn)
+        if args.md:
+            with open(args.md, "w") as fh:
+                fh.write(text)
+        else:
+            sys.stdout.write(text)
+    else:
+        run_suite(args)
+
+
+if __name__ == "__main__":
+    main()
