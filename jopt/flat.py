@@ -117,13 +117,20 @@ class FlatParams:
         return cls(_pack(spec, jax.tree.leaves(tree)), spec)
 
     def tree(self) -> PyTree:
-        """The parameters as the original pytree; each leaf is a static slice of a buffer."""
-        leaves = [
-            jax.lax.slice_in_dim(self.buffers[s.group], s.offset, s.offset + math.prod(s.shape))
-            .reshape(s.shape)
-            for s in self.spec.slots
-        ]
-        return jax.tree.unflatten(self.spec.treedef, leaves)
+        """The parameters as the original pytree; each leaf is a static slice of a buffer.
+
+        One ``lax.split`` per buffer: its transpose is a single ``concatenate``, so the
+        gradient flowing back into the buffers costs one pass over the parameters (per-leaf
+        slices would transpose to one full-size pad per leaf — quadratic in the leaves).
+        """
+        pieces: list[Any] = [None] * len(self.spec.slots)
+        for g, buffer in enumerate(self.buffers):
+            members = [i for i, s in enumerate(self.spec.slots) if s.group == g]
+            sizes = [math.prod(self.spec.slots[i].shape) for i in members]
+            parts = jax.lax.split(buffer, sizes) if len(sizes) > 1 else [buffer]
+            for i, part in zip(members, parts, strict=True):
+                pieces[i] = part.reshape(self.spec.slots[i].shape)
+        return jax.tree.unflatten(self.spec.treedef, pieces)
 
     def like(self, tree: PyTree) -> FlatParams:
         """Lay out another tree (e.g. a weight-decay mask of bools) in this layout.
@@ -149,6 +156,10 @@ class FlatParams:
 
 
 def _pack(spec: FlatSpec, leaves: list[Any], keep_dtype: bool = False) -> tuple[jax.Array, ...]:
+    if not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        # Concrete leaves: pack on the host in one pass (thousands of eager device ops, or a
+        # program with thousands of concatenated operands, cost seconds to minutes).
+        return _pack_host(spec, leaves, keep_dtype)
     groups: list[list[jax.Array]] = [[] for _ in spec.dtypes]
     for leaf, slot in zip(leaves, spec.slots, strict=True):
         arr = jnp.ravel(jnp.asarray(leaf))
@@ -156,3 +167,13 @@ def _pack(spec: FlatSpec, leaves: list[Any], keep_dtype: bool = False) -> tuple[
             arr = arr.astype(spec.dtypes[slot.group])
         groups[slot.group].append(arr)
     return tuple(jnp.concatenate(g) if len(g) > 1 else g[0] for g in groups)
+
+
+def _pack_host(spec: FlatSpec, leaves: list[Any], keep_dtype: bool) -> tuple[jax.Array, ...]:
+    groups: list[list[np.ndarray]] = [[] for _ in spec.dtypes]
+    for leaf, slot in zip(leaves, spec.slots, strict=True):
+        arr = np.ravel(np.asarray(leaf))
+        if not keep_dtype:
+            arr = arr.astype(jnp.dtype(spec.dtypes[slot.group]))
+        groups[slot.group].append(arr)
+    return tuple(jnp.asarray(np.concatenate(g)) for g in groups)
