@@ -52,14 +52,36 @@ class _LeafSlot:
     shape: tuple[int, ...]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class FlatSpec:
-    """Static layout of a :class:`FlatParams`: tree structure, dtypes and leaf slots."""
+    """Static layout of a :class:`FlatParams`: tree structure, dtypes and leaf slots.
+
+    It is the pytree aux data, so ``jit`` hashes and compares it on every call: the hash is
+    computed once and equality tries identity first, keeping dispatch cost independent of
+    the number of leaves.
+    """
 
     treedef: Any
     dtypes: tuple[str, ...]  # dtype name of each buffer
     sizes: tuple[int, ...]  # length of each buffer
     slots: tuple[_LeafSlot, ...]  # one per leaf, in tree order
+
+    def _key(self) -> tuple:
+        return (self.treedef, self.dtypes, self.sizes, self.slots)
+
+    def __hash__(self) -> int:
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(self._key())
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, FlatSpec) or hash(self) != hash(other):
+            return False
+        return self._key() == other._key()
 
 
 def _layout(tree: PyTree) -> FlatSpec:
@@ -84,7 +106,13 @@ def _layout(tree: PyTree) -> FlatSpec:
         shape = tuple(int(d) for d in jnp.shape(leaf))
         slots.append(_LeafSlot(g, sizes[g], shape))
         sizes[g] += math.prod(shape)
-    return FlatSpec(treedef, tuple(dtypes), tuple(sizes), tuple(slots))
+    spec = FlatSpec(treedef, tuple(dtypes), tuple(sizes), tuple(slots))
+    # Intern: equal layouts share one object, so jit's per-call aux-data comparison is an
+    # identity check instead of a walk over every leaf slot.
+    return _SPECS.setdefault(spec, spec)
+
+
+_SPECS: dict[FlatSpec, FlatSpec] = {}
 
 
 @jax.tree_util.register_pytree_node_class
