@@ -108,3 +108,18 @@ def time_interleaved(
 def median(xs: Sequence[float]) -> float:
     """The median of ``xs``."""
     return statistics.median(xs)
+
+
+def wait_for_load(limit: float = 1.5, poll: float = 30.0, max_wait: float = 900.0) -> float:
+    """Sleep until the 1-minute load average is below ``limit`` (at most ``max_wait`` s).
+
+    Returns the load average at the end of the wait (printed too).
+    """
+    t0 = time.time()
+    while True:
+        with open("/proc/loadavg") as fh:
+            load = float(fh.read().split()[0])
+        if load < limit or time.time() - t0 >= max_wait:
+            print(f"# load {load:.2f} after waiting {time.time() - t0:.0f} s", flush=True)
+            return load
+        time.sleep(poll)

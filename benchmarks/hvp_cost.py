@@ -36,21 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import jopt
+from benchmarks._timing import wait_for_load
 
 SIZES = (784, 512, 512, 10)
 BATCH = 1024
 
-
-def wait_for_load(limit: float = 1.5, poll: float = 30.0, max_wait: float = 900.0) -> float:
-    """Sleep until the 1-minute load average is below ``limit`` (at most ``max_wait`` s)."""
-    t0 = time.time()
-    while True:
-        with open("/proc/loadavg") as fh:
-            load = float(fh.read().split()[0])
-        if load < limit or time.time() - t0 >= max_wait:
-            print(f"# load {load:.2f} after waiting {time.time() - t0:.0f} s", flush=True)
-            return load
-        time.sleep(poll)
 
 
 def make_problem(seed: int = 0):

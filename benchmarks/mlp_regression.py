@@ -41,22 +41,12 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import jopt  # noqa: E402
+from benchmarks._timing import wait_for_load  # noqa: E402
 
 SIZES = (8, 64, 64, 1)
 M = 2048
 THRESHOLDS = (1e-2, 1e-3, 1e-4, 1e-5)
 
-
-def wait_for_load(limit: float = 1.5, poll: float = 30.0, max_wait: float = 900.0) -> float:
-    """Sleep until the 1-minute load average is below ``limit`` (at most ``max_wait`` s)."""
-    t0 = time.time()
-    while True:
-        with open("/proc/loadavg") as fh:
-            load = float(fh.read().split()[0])
-        if load < limit or time.time() - t0 >= max_wait:
-            print(f"# load {load:.2f} after waiting {time.time() - t0:.0f} s", flush=True)
-            return load
-        time.sleep(poll)
 
 
 def make_problem():

@@ -47,6 +47,8 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks._timing import wait_for_load  # noqa: E402
+
 TOL = 1e-6
 ALL_METHODS = ("jopt-newton-cg", "jopt-trust-ncg", "scipy-newton-cg", "scipy-trust-ncg",
                "scipy-trust-krylov", "jopt-lbfgs")
@@ -58,20 +60,6 @@ SCIPY_NAMES = {"newton-cg": "Newton-CG", "trust-ncg": "trust-ncg", "trust-krylov
 class _Timeout(Exception):
     pass
 
-
-def wait_for_load(limit: float = 1.5, poll: float = 30.0, max_wait: float = 900.0) -> float:
-    """Sleep until the 1-minute load average is below ``limit`` (at most ``max_wait`` s).
-
-    Returns the load average at the end of the wait (printed too).
-    """
-    t0 = time.time()
-    while True:
-        with open("/proc/loadavg") as fh:
-            load = float(fh.read().split()[0])
-        if load < limit or time.time() - t0 >= max_wait:
-            print(f"# load {load:.2f} after waiting {time.time() - t0:.0f} s", flush=True)
-            return load
-        time.sleep(poll)
 
 
 # ----------------------------------------------------------------------------- solvers
