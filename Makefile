@@ -24,10 +24,10 @@ $(VENV)/.bench-deps: pyproject.toml | $(VENV)/bin/python
 
 test: $(VENV)/.test-deps
 	$(PY) -m ruff check jopt tests examples benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 test-slow: $(VENV)/.test-deps
-	JOPT_FULL_SIZE=1 $(PY) -m pytest -q -m slow
+	JOPT_FULL_SIZE=1 $(PY) -m pytest -q -n 2 -m slow
 
 demo: $(VENV)/.demo-deps
 	MPLBACKEND=Agg $(PY) examples/tour.py

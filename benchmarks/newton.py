@@ -30,23 +30,19 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import statistics
 import sys
 import time
-import traceback
 from collections.abc import Callable
-from typing import Any
 
 import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import _suite  # noqa: E402
+from benchmarks._suite import Timeout, fmt, load_records, med  # noqa: E402
 from benchmarks._timing import wait_for_load  # noqa: E402
 
 TOL = 1e-6
@@ -55,11 +51,6 @@ ALL_METHODS = ("jopt-newton-cg", "jopt-trust-ncg", "scipy-newton-cg", "scipy-tru
 COUNTERPART = {"jopt-newton-cg": "scipy-newton-cg", "jopt-trust-ncg": "scipy-trust-ncg",
                "scipy-trust-krylov": "scipy-trust-ncg"}
 SCIPY_NAMES = {"newton-cg": "Newton-CG", "trust-ncg": "trust-ncg", "trust-krylov": "trust-krylov"}
-
-
-class _Timeout(Exception):
-    pass
-
 
 
 # ----------------------------------------------------------------------------- solvers
@@ -90,7 +81,7 @@ def _scipy(method: str, fun: Callable, maxiter: int, guard: float) -> Callable:
 
     def check():
         if time.perf_counter() > deadline[0]:
-            raise _Timeout
+            raise Timeout
 
     def f(x):
         check()
@@ -135,103 +126,25 @@ def build(method: str, fun: Callable, maxiter: int, guard: float) -> Callable:
 
 def run_one(problem, method: str, maxiter: int, guard: float, long_s: float) -> dict:
     """Solve ``problem`` with ``method``; time it and check the gradient at the result."""
-    rec: dict[str, Any] = {"problem": problem.name, "n": problem.n, "source": problem.source,
-                           "method": method, "maxiter": maxiter}
-    grad = jax.jit(jax.grad(problem.fun))
-    fun = jax.jit(problem.fun)
-    try:
-        solve = build(method, problem.fun, maxiter, guard)
-        t0 = time.perf_counter()
-        out = solve(problem.x0)
-        first = time.perf_counter() - t0
-        x = jnp.asarray(out.pop("x"), jnp.float64)
-        rec.update(out, first_s=first)
-        f = float(fun(x))
-        ginf = float(jnp.max(jnp.abs(grad(x))))
-        rec.update(f=f, gnorm=ginf, solved=bool(math.isfinite(f) and ginf <= TOL))
-        reps = 3 if first < long_s else 1
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            solve(problem.x0)
-            times.append(time.perf_counter() - t0)
-        steady = statistics.median(times)
-        rec.update(steady_s=steady, reps=reps, compile_s=max(first - steady, 0.0))
-    except _Timeout:
-        rec.update(solved=False, timeout=True, steady_s=None, compile_s=None)
-    except Exception as e:  # a crash is a result too
-        rec.update(solved=False, error=f"{type(e).__name__}: {e}"[:300])
-        traceback.print_exc()
-    return rec
-
-
-def select_problems(args):
-    from benchmarks.problems import suite
-
-    probs = suite(sizes=tuple(args.sizes))
-    if args.quick:
-        probs = [p for p in probs if p.n <= 1000]
-    if args.problems:
-        wanted = set(args.problems.split(","))
-        probs = [p for p in probs if p.name in wanted]
-    i, k = (int(v) for v in args.shard.split("/"))
-    return probs[i::k]
+    return _suite.run_one(problem, method, build(method, problem.fun, maxiter, guard),
+                          maxiter=maxiter, tol=TOL, guard=guard, long_s=long_s)
 
 
 def run_suite(args) -> None:
-    probs = select_problems(args)
-    methods = args.methods.split(",") if args.methods else list(ALL_METHODS)
-    done = set()
-    if args.out and os.path.exists(args.out):
-        with open(args.out) as fh:
-            done = {(r["problem"], r["method"]) for r in map(json.loads, fh)}
     if not args.no_wait:
         wait_for_load()
-    for p in probs:
-        for m in methods:
-            if m == "jopt-lbfgs" and p.n < 1000:
-                continue
-            if (p.name, m) in done:
-                continue
-            rec = run_one(p, m, args.maxiter, args.guard, args.long)
-            with open("/proc/loadavg") as fh:
-                rec["load1"] = float(fh.read().split()[0])
-            line = json.dumps(rec)
-            print(line, flush=True)
-            if args.out:
-                with open(args.out, "a") as fh:
-                    fh.write(line + "\n")
-        jax.clear_caches()
+    methods = args.methods.split(",") if args.methods else list(ALL_METHODS)
+    _suite.run_suite(args, methods,
+                     lambda p, m: run_one(p, m, args.maxiter, args.guard, args.long),
+                     skip=lambda p, m: m == "jopt-lbfgs" and p.n < 1000)
 
 
 # ----------------------------------------------------------------------------- report
 
 
-def _fmt(v, spec=".3g"):
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    return format(v, spec)
-
-
-def _med(xs, spec=".3g"):
-    return _fmt(statistics.median(xs), spec) if xs else "-"
-
-
-def _load_recs(paths: list[str]) -> dict[tuple[str, str], dict]:
-    recs: dict[tuple[str, str], dict] = {}
-    for path in paths:
-        if not os.path.exists(path):
-            continue
-        with open(path) as fh:
-            for line in fh:
-                r = json.loads(line)
-                recs[(r["problem"], r["method"])] = r
-    return recs
-
-
 def report(paths: list[str], qn_paths: list[str]) -> str:
     """Markdown for RESULTS.md from the JSON-lines result files."""
-    recs = _load_recs(paths)
+    recs = load_records(paths)
     nprob = {k[0]: r["n"] for k, r in recs.items()}
     problems = sorted(nprob, key=lambda s: (nprob[s], s))
     methods = [m for m in ALL_METHODS if any((p, m) in recs for p in problems)]
@@ -247,8 +160,8 @@ def report(paths: list[str], qn_paths: list[str]) -> str:
         "median of 3 calls after the first (1 call when the first took > 5 s); compile = "
         "first − steady. Before the timed runs each process waited (polling every 30 s, "
         "≤ 15 min) for the 1-minute load average to drop below 1.5; the load recorded after "
-        f"each problem/method had median {_med(loads, '.2f')} and max "
-        f"{_fmt(max(loads) if loads else None, '.2f')} — the machine is shared, so "
+        f"each problem/method had median {med(loads, '.2f')} and max "
+        f"{fmt(max(loads) if loads else None, '.2f')} — the machine is shared, so "
         "timings carry noise. Produced by `python -m benchmarks.newton`.",
         "",
         "Counterpart: jopt newton-cg ↔ scipy Newton-CG, jopt trust-ncg ↔ scipy trust-ncg, "
@@ -273,11 +186,11 @@ def report(paths: list[str], qn_paths: list[str]) -> str:
         comp = sum(r.get("compile_s") or 0.0 for r in rows) if m.startswith("jopt") else None
         errs = sum(1 for r in rows if r.get("error") or r.get("timeout"))
         lines.append(
-            f"| {m} | {len(solved)} | {len(rows)} | {ok} | {_med([r['nit'] for r in both])} | "
-            f"{_med([r['nhev'] for r in both])} | "
-            f"{_med([recs[(r['problem'], ref)]['nit'] for r in both])} / "
-            f"{_med([recs[(r['problem'], ref)]['nhev'] for r in both])} | "
-            f"{_med(ratio)} ({len(ratio)}) | {_fmt(comp, '.1f')} | {errs} |")
+            f"| {m} | {len(solved)} | {len(rows)} | {ok} | {med([r['nit'] for r in both])} | "
+            f"{med([r['nhev'] for r in both])} | "
+            f"{med([recs[(r['problem'], ref)]['nit'] for r in both])} / "
+            f"{med([recs[(r['problem'], ref)]['nhev'] for r in both])} | "
+            f"{med(ratio)} ({len(ratio)}) | {fmt(comp, '.1f')} | {errs} |")
     # Per-problem table, n >= 1000.
     big = [p for p in problems if nprob[p] >= 1000]
     show = [m for m in methods if m != "jopt-lbfgs"]
@@ -295,7 +208,7 @@ def report(paths: list[str], qn_paths: list[str]) -> str:
             return "error"
         t = r.get("steady_s")
         mark = "" if r.get("solved") else " ✗"
-        return f"{_fmt(t * 1e3 if t else None, '.1f')} / {r.get('nit')} / {r.get('nhev')}{mark}"
+        return f"{fmt(t * 1e3 if t else None, '.1f')} / {r.get('nit')} / {r.get('nhev')}{mark}"
 
     for p in big:
         lines.append(f"| {p} | " + " | ".join(cell(p, m) for m in show) + " |")
@@ -315,9 +228,9 @@ def report(paths: list[str], qn_paths: list[str]) -> str:
                 missing += 1
                 lines.append(
                     f"| {p} | {nprob[p]} | {jm} | {j.get('status', j.get('error', '-'))} | "
-                    f"{j.get('nit', '-')} | {j.get('nhev', '-')} | {_fmt(j.get('gnorm'))} | "
-                    f"{_fmt(j.get('f'), '.6g')} | {s['nit']} | {s['nhev']} | "
-                    f"{_fmt(s['f'], '.6g')} |")
+                    f"{j.get('nit', '-')} | {j.get('nhev', '-')} | {fmt(j.get('gnorm'))} | "
+                    f"{fmt(j.get('f'), '.6g')} | {s['nit']} | {s['nhev']} | "
+                    f"{fmt(s['f'], '.6g')} |")
     if not missing:
         lines.append("| (none) | | | | | | | | | | |")
     lines += ["", "### Unsolved problems per method", ""]
@@ -327,14 +240,14 @@ def report(paths: list[str], qn_paths: list[str]) -> str:
         for p in bad:
             r = recs[(p, m)]
             why = ("timeout" if r.get("timeout") else "error" if r.get("error")
-                   else f"‖g‖∞={_fmt(r.get('gnorm'), '.1e')}, status {r.get('status')}")
+                   else f"‖g‖∞={fmt(r.get('gnorm'), '.1e')}, status {r.get('status')}")
             desc.append(f"{p} ({why})")
         lines.append(f"- **{m}** ({len(bad)}): " + (", ".join(desc) if desc else "none"))
     # newton-cg vs lbfgs.
     lb = {k[0]: r for k, r in recs.items() if k[1] == "jopt-lbfgs"}
     src = "this run"
     if not lb:
-        qn = _load_recs(qn_paths)
+        qn = load_records(qn_paths)
         lb = {k[0]: r for k, r in qn.items() if k[1] == "jopt-lbfgs"}
         src = "the issue-3 run (`benchmarks/results/qn_shard*.jsonl`, other load and code)"
     lines += ["", "### jopt newton-cg vs jopt lbfgs (n ≥ 1000, both solved)", "",

@@ -37,8 +37,6 @@ import math
 import os
 import statistics
 import sys
-import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +46,9 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+
+from benchmarks import _suite  # noqa: E402
+from benchmarks._suite import fmt, load_records  # noqa: E402
 
 TOL = 1e-6
 ALL_METHODS = (
@@ -184,72 +185,25 @@ def build(method: str, fun: Callable, maxiter: int) -> Callable:
 
 def run_one(problem, method: str, maxiter: int, guard: float, long_s: float) -> dict:
     """Solve ``problem`` with ``method``; time it and check the gradient at the result."""
-    rec: dict[str, Any] = {"problem": problem.name, "n": problem.n, "source": problem.source,
-                           "method": method, "maxiter": maxiter}
-    grad = jax.jit(jax.grad(problem.fun))
-    fun = jax.jit(problem.fun)
-    try:
-        solve = build(method, problem.fun, maxiter)
-        t0 = time.perf_counter()
-        x, nit, nfev, status = solve(problem.x0)
-        first = time.perf_counter() - t0
-        rec.update(nit=nit, nfev=nfev, status=status, first_s=first)
-        if first > guard:
-            rec.update(solved=False, timeout=True, steady_s=None, compile_s=None)
-            return rec
-        reps = 3 if first < long_s else 1
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            solve(problem.x0)
-            times.append(time.perf_counter() - t0)
-        steady = statistics.median(times)
-        x = jnp.asarray(x, jnp.float64)
-        f = float(fun(x))
-        ginf = float(jnp.max(jnp.abs(grad(x))))
-        rec.update(steady_s=steady, reps=reps, compile_s=max(first - steady, 0.0), f=f,
-                   gnorm=ginf, solved=bool(math.isfinite(f) and ginf <= TOL))
-    except Exception as e:  # a crash is a result too
-        rec.update(solved=False, error=f"{type(e).__name__}: {e}"[:300])
-        traceback.print_exc()
-    return rec
+    solve = build(method, problem.fun, maxiter)
+
+    def as_record(x0):
+        x, nit, nfev, status = solve(x0)
+        return {"x": x, "nit": nit, "nfev": nfev, "status": status}
+
+    return _suite.run_one(problem, method, as_record, maxiter=maxiter, tol=TOL, guard=guard,
+                          long_s=long_s)
 
 
-def select_problems(args):
-    from benchmarks.problems import suite
-
-    probs = suite(sizes=tuple(args.sizes))
-    if args.quick:
-        probs = [p for p in probs if p.n <= 1000]
-    if args.problems:
-        wanted = set(args.problems.split(","))
-        probs = [p for p in probs if p.name in wanted]
-    i, k = (int(v) for v in args.shard.split("/"))
-    return probs[i::k]
+def _skip(p, m: str) -> bool:
+    return (m in DENSE and p.n > 1000) or (m == "scipy-bfgs" and p.n > SCIPY_BFGS_MAX_N)
 
 
 def run_suite(args) -> None:
-    probs = select_problems(args)
     methods = args.methods.split(",") if args.methods else list(ALL_METHODS)
-    done = set()
-    if args.out and os.path.exists(args.out):
-        with open(args.out) as fh:
-            done = {(r["problem"], r["method"]) for r in map(json.loads, fh)}
-    for p in probs:
-        for m in methods:
-            if m in DENSE and p.n > 1000:
-                continue
-            if m == "scipy-bfgs" and p.n > SCIPY_BFGS_MAX_N:
-                continue
-            if (p.name, m) in done:
-                continue
-            rec = run_one(p, m, args.maxiter, args.guard, args.long)
-            line = json.dumps(rec)
-            print(line, flush=True)
-            if args.out:
-                with open(args.out, "a") as fh:
-                    fh.write(line + "\n")
-        jax.clear_caches()
+    _suite.run_suite(args, methods,
+                     lambda p, m: run_one(p, m, args.maxiter, args.guard, args.long),
+                     skip=_skip)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -300,20 +254,9 @@ def run_checks(args) -> dict:
 # ----------------------------------------------------------------------------- report
 
 
-def _fmt(v, spec=".3g"):
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    return format(v, spec)
-
-
 def report(paths: list[str], checks_path: str | None) -> str:
     """Markdown for RESULTS.md from the JSON-lines result files."""
-    recs: dict[tuple[str, str], dict] = {}
-    for path in paths:
-        with open(path) as fh:
-            for line in fh:
-                r = json.loads(line)
-                recs[(r["problem"], r["method"])] = r
+    recs = load_records(paths)
     problems = sorted({k[0] for k in recs}, key=lambda s: (recs[(s, next(
         m for m in ALL_METHODS if (s, m) in recs))]["n"], s))
     nprob = {p: next(recs[(p, m)]["n"] for m in ALL_METHODS if (p, m) in recs) for p in problems}
@@ -350,11 +293,11 @@ def report(paths: list[str], checks_path: str | None) -> str:
         comp = sum(r.get("compile_s") or 0.0 for r in rows)
         errs = sum(1 for r in rows if r.get("error") or r.get("timeout"))
         lines.append(
-            f"| {m} | {len(solved)} | {len(rows)} | {_fmt(statistics.median(nit)) if nit else '-'}"
-            f" | {_fmt(statistics.median(nfev)) if nfev else '-'} | "
-            f"{_fmt(statistics.median(rnit)) if rnit else '-'} / "
-            f"{_fmt(statistics.median(rnfev)) if rnfev else '-'} | "
-            f"{_fmt(statistics.median(ratio)) if ratio else '-'} | {comp:.1f} | {errs} |")
+            f"| {m} | {len(solved)} | {len(rows)} | {fmt(statistics.median(nit)) if nit else '-'}"
+            f" | {fmt(statistics.median(nfev)) if nfev else '-'} | "
+            f"{fmt(statistics.median(rnit)) if rnit else '-'} / "
+            f"{fmt(statistics.median(rnfev)) if rnfev else '-'} | "
+            f"{fmt(statistics.median(ratio)) if ratio else '-'} | {comp:.1f} | {errs} |")
     # n >= 1000: jopt-lbfgs vs JAX peers.
     big = [p for p in problems if nprob[p] >= 1000]
     lines += ["", "### n ≥ 1000: jopt-lbfgs steady time vs the JAX peers", "",
@@ -393,8 +336,8 @@ def report(paths: list[str], checks_path: str | None) -> str:
             missing += 1
             lines.append(
                 f"| {p} | {nprob[p]} | {j.get('status', j.get('error', '-'))} | "
-                f"{j.get('nit', '-')} | {j.get('nfev', '-')} | {_fmt(j.get('gnorm'))} | "
-                f"{_fmt(j.get('f'), '.6g')} | {s['nit']} | {s['nfev']} | {_fmt(s['f'], '.6g')} |")
+                f"{j.get('nit', '-')} | {j.get('nfev', '-')} | {fmt(j.get('gnorm'))} | "
+                f"{fmt(j.get('f'), '.6g')} | {s['nit']} | {s['nfev']} | {fmt(s['f'], '.6g')} |")
     if not missing:
         lines.append("| (none) | | | | | | | | | |")
     # Unsolved per method.
@@ -405,7 +348,7 @@ def report(paths: list[str], checks_path: str | None) -> str:
         for p in bad:
             r = recs[(p, m)]
             why = ("timeout" if r.get("timeout") else "error" if r.get("error")
-                   else f"‖g‖∞={_fmt(r.get('gnorm'), '.1e')}")
+                   else f"‖g‖∞={fmt(r.get('gnorm'), '.1e')}")
             desc.append(f"{p} ({why})")
         lines.append(f"- **{m}** ({len(bad)}): " + (", ".join(desc) if desc else "none"))
     if checks_path and os.path.exists(checks_path):

@@ -5,6 +5,7 @@ Every optimizer is an ``optax.GradientTransformation`` (optax's own type), so op
 jopt mix freely.
 """
 
+from jopt import distributed
 from jopt._checks import JoptWarning
 from jopt.calculus import (
     gnvp,
@@ -19,6 +20,7 @@ from jopt.calculus import (
     jacobian,
     rademacher_like,
 )
+from jopt.checkpoint import restore_checkpoint, save_checkpoint
 from jopt.flat import FlatParams
 from jopt.implicit import implicit_solution, implicit_value
 from jopt.linalg import (
@@ -36,6 +38,7 @@ from jopt.linesearch import (
     scale_by_strong_wolfe,
 )
 from jopt.minimize import MinimizeResult, Status, minimize
+from jopt.train import fit
 from jopt.transforms import (
     AdagradState,
     AdamState,
@@ -98,6 +101,8 @@ __all__ = [
     "adamw",
     "bfgs",
     "cg",
+    "distributed",
+    "fit",
     "gnvp",
     "gnvp_fn",
     "grad_and_hvp_fn",
@@ -118,7 +123,9 @@ __all__ = [
     "newton_cg",
     "nonlinear_cg",
     "rademacher_like",
+    "restore_checkpoint",
     "rmsprop",
+    "save_checkpoint",
     "scale_by_backtracking",
     "scale_by_bfgs",
     "scale_by_lbfgs",

@@ -8,3 +8,11 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+def pytest_make_parametrize_id(config, val, argname):
+    """Stable ids for callables (the default embeds a memory address, which differs between
+    pytest-xdist workers and makes them collect different tests)."""
+    if callable(val) and hasattr(val, "__name__"):
+        return val.__name__
+    return None

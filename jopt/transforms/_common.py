@@ -44,4 +44,6 @@ def map_leaves(fn: Callable[..., tuple], num_out: int, first: PyTree, *rest: PyT
 
 
 def zeros_like_tree(tree: PyTree, dtype: Any = None) -> PyTree:
-    return jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), dtype or jnp.result_type(x)), tree)
+    """Zeros shaped like ``tree``'s leaves; ``zeros_like`` keeps each leaf's sharding, so
+    optimizer state is created where the (possibly sharded) parameters live."""
+    return jax.tree.map(lambda x: jnp.zeros_like(x, dtype=dtype or jnp.result_type(x)), tree)

@@ -190,7 +190,7 @@ def adagrad(
     def init(params: PyTree) -> AdagradState:
         check_float_tree("params", params, allow_empty=True)
         acc = jax.tree.map(
-            lambda p: jnp.full(jnp.shape(p), initial_accumulator_value, jnp.result_type(p)),
+            lambda p: jnp.full_like(p, initial_accumulator_value, jnp.result_type(p)),
             params,
         )
         return AdagradState(jnp.zeros([], jnp.int32), acc)
@@ -270,7 +270,7 @@ def rmsprop(
     def init(params: PyTree) -> RMSPropState:
         check_float_tree("params", params, allow_empty=True)
         nu = jax.tree.map(
-            lambda p: jnp.full(jnp.shape(p), initial_scale, jnp.result_type(p)), params
+            lambda p: jnp.full_like(p, initial_scale, jnp.result_type(p)), params
         )
         mu = zeros_like_tree(params) if centered else None
         trace = zeros_like_tree(params) if momentum is not None else None
