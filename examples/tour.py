@@ -186,12 +186,27 @@ def bilevel_section(out_dir: Path) -> None:
     print(f"\nvalidation curve: {display_path(path)}")
 
 
+# ------------------------------------------------------------------ more examples
+
+
+def example_section(name: str) -> Section:
+    """A section that runs ``examples/<name>.py``'s ``main(out_dir)`` (it prints its own
+    report)."""
+
+    def section(out_dir: Path) -> None:
+        load_example(name).main(out_dir)
+
+    section.__name__ = f"{name}_section"
+    return section
+
+
 # ------------------------------------------------------------------------------ tour
 
 SECTIONS: list[tuple[str, Section]] = [
     ("First-order optimizers on linear regression", linear_regression_section),
     ("Quasi-Newton solvers: jopt.minimize beside scipy", quasi_newton_section),
     ("Implicit differentiation: tuning L2 strength by hypergradient", bilevel_section),
+    ("Hessian diagnostics and AdaHessian / Sophia on digits", example_section("curvature")),
 ]
 
 

@@ -21,6 +21,15 @@ from jopt.calculus import (
     rademacher_like,
 )
 from jopt.checkpoint import restore_checkpoint, save_checkpoint
+from jopt.diagnostics import (
+    HessianEigResult,
+    HessianTraceResult,
+    SpectralDensityResult,
+    hessian_eigs,
+    hessian_spectral_density,
+    hessian_trace,
+    plot_spectral_density,
+)
 from jopt.flat import FlatParams
 from jopt.implicit import implicit_solution, implicit_value
 from jopt.linalg import (
@@ -41,6 +50,7 @@ from jopt.minimize import MinimizeResult, Status, minimize
 from jopt.train import fit
 from jopt.transforms import (
     AdagradState,
+    AdaHessianState,
     AdamState,
     BFGSState,
     HessianFreeState,
@@ -53,6 +63,7 @@ from jopt.transforms import (
     SQNState,
     TrustNCGState,
     adagrad,
+    adahessian,
     adam,
     adamw,
     bfgs,
@@ -75,12 +86,15 @@ from jopt.transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaHessianState",
     "AdagradState",
     "AdamState",
     "BFGSState",
     "CGResult",
     "FlatParams",
+    "HessianEigResult",
     "HessianFreeState",
+    "HessianTraceResult",
     "JoptWarning",
     "LBFGSState",
     "LanczosResult",
@@ -93,10 +107,12 @@ __all__ = [
     "RMSPropState",
     "SGDState",
     "SQNState",
+    "SpectralDensityResult",
     "Status",
     "SteihaugResult",
     "TrustNCGState",
     "adagrad",
+    "adahessian",
     "adam",
     "adamw",
     "bfgs",
@@ -107,8 +123,11 @@ __all__ = [
     "gnvp_fn",
     "grad_and_hvp_fn",
     "hessian",
+    "hessian_eigs",
     "hessian_free",
     "hessian_matrix",
+    "hessian_spectral_density",
+    "hessian_trace",
     "hutchinson_diag",
     "hutchinson_trace",
     "hvp",
@@ -122,6 +141,7 @@ __all__ = [
     "newton",
     "newton_cg",
     "nonlinear_cg",
+    "plot_spectral_density",
     "rademacher_like",
     "restore_checkpoint",
     "rmsprop",

@@ -497,12 +497,18 @@ def _stack_set(stacked: PyTree, j: jax.Array, v: PyTree) -> PyTree:
 
 
 def _project_out(stacked: PyTree, w: PyTree) -> PyTree:
-    """``w - Q (Qᵀ w)`` (one classical Gram-Schmidt pass against all stored rows)."""
-    coeffs = [jnp.tensordot(q, x, axes=x.ndim) for q, x in
+    """``w - Q (Qᵀ w)`` (one classical Gram-Schmidt pass against all stored rows).
+
+    Full-precision products: on GPUs the default matmul precision may be TF32, which would
+    undo the re-orthogonalisation in float32.
+    """
+    hi = jax.lax.Precision.HIGHEST
+    coeffs = [jnp.tensordot(q, x, axes=x.ndim, precision=hi) for q, x in
               zip(jax.tree.leaves(stacked), jax.tree.leaves(w), strict=True)]
     coeff = sum(coeffs[1:], coeffs[0])
-    return jax.tree.map(lambda q, x: x - jnp.tensordot(coeff.astype(x.dtype), q, axes=1),
-                        stacked, w)
+    return jax.tree.map(
+        lambda q, x: x - jnp.tensordot(coeff.astype(x.dtype), q, axes=1, precision=hi),
+        stacked, w)
 
 
 def lanczos(

@@ -1,5 +1,6 @@
 """jopt's optimizers: pure ``optax.GradientTransformation``s."""
 
+from jopt.transforms.adahessian import AdaHessianState, adahessian
 from jopt.transforms.first_order import (
     AdagradState,
     AdamState,
@@ -36,6 +37,7 @@ from jopt.transforms.quasi_newton import (
 from jopt.transforms.sqn import SQNState, sqn
 
 __all__ = [
+    "AdaHessianState",
     "AdagradState",
     "AdamState",
     "BFGSState",
@@ -49,6 +51,7 @@ __all__ = [
     "SQNState",
     "TrustNCGState",
     "adagrad",
+    "adahessian",
     "adam",
     "adamw",
     "bfgs",
