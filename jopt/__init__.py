@@ -5,7 +5,7 @@ Every optimizer is an ``optax.GradientTransformation`` (optax's own type), so op
 jopt mix freely.
 """
 
-from jopt import distributed
+from jopt import compress, distributed
 from jopt._checks import JoptWarning
 from jopt.calculus import (
     gnvp,
@@ -117,6 +117,7 @@ __all__ = [
     "adamw",
     "bfgs",
     "cg",
+    "compress",
     "distributed",
     "fit",
     "gnvp",

@@ -175,7 +175,8 @@ def test_mu_dtype_is_respected():
 
 
 @pytest.mark.parametrize(
-    "factory", [jopt.sgd, jopt.adagrad, jopt.rmsprop, jopt.adam, jopt.adamw], ids=lambda f: f.__name__
+    "factory", [jopt.sgd, jopt.adagrad, jopt.rmsprop, jopt.adam, jopt.adamw],
+    ids=lambda f: f.__name__,
 )
 def test_negative_learning_rate_is_rejected(factory):
     with pytest.raises(ValueError, match="`learning_rate` must be a non-negative"):

@@ -1,0 +1,623 @@
+"""Uniform quantization (2-8 bits), fake quantization for QAT, Hessian-aware mixed precision.
+
+Quantizers (round to nearest, half to even; Jacob et al. 2018, §2; Krishnamoorthi 2018, §2):
+
+* symmetric: ``q = clip(round(x / Δ), −Q, Q)`` with ``Q = 2^(b−1) − 1``, ``Δ = max|x| / Q``,
+  zero point 0; codes stored as ``int8``;
+* affine (asymmetric): ``q = clip(round(x / Δ) + z, 0, 2^b − 1)`` with the range
+  ``[min(x, 0), max(x, 0)]`` (so 0 is exactly representable), ``Δ = range / (2^b − 1)``,
+  ``z = round(−min / Δ)``; codes stored as ``uint8``.
+
+Dequantization is ``Δ (q − z)``. Ranges are per tensor (``axis=None``) or per channel along
+``axis`` (one ``Δ`` and ``z`` per slice; they keep the reduced axes with size 1, so they
+broadcast against the codes without rank promotion). An all-zero tensor or channel gets
+``Δ = 1``.
+
+Mixed precision follows HAWQ-V2 (Dong et al. 2020): the sensitivity of leaf ``l`` at ``b``
+bits is ``Ω_l(b) = (Tr(H_l) / n_l) · ‖Q_b(W_l) − W_l‖²`` (average Hessian trace of the
+leaf's diagonal block times the squared quantization perturbation), and
+:func:`allocate_bits` picks one bit width per leaf from a candidate set to minimise
+``Σ_l Ω_l(b_l)`` under a size budget — *exactly*, by dynamic programming over the Pareto
+front of (size, sensitivity) of partial assignments.
+
+Sizes (:func:`quantized_size`) count packed codes ``ceil(n · b / 8)`` bytes, one scale per
+tensor or channel (``scale_bytes``, default 4 = float32) and, for affine quantization, one
+byte per zero point; leaves kept in floating point count ``n × itemsize``.
+
+Bit widths for a pytree are an ``int`` (same for every quantized leaf) or a pytree of
+ints like the parameters, where ``0`` means "keep this leaf in floating point". Inside
+``jit`` the widths (not the ``0``s) may be traced integer scalars, so one compiled function
+evaluates many allocations (and ``vmap`` runs over widths); sizes need concrete widths.
+
+References
+----------
+* Jacob, B. et al. (2018). Quantization and training of neural networks for efficient
+  integer-arithmetic-only inference. CVPR, §2.1 (affine scheme), §3 (simulated quantization).
+* Krishnamoorthi, R. (2018). Quantizing deep convolutional networks for efficient inference:
+  a whitepaper. arXiv:1806.08342, §2 (symmetric / asymmetric, per-channel), §3.1 (STE).
+* Bengio, Y., Léonard, N. & Courville, A. (2013). Estimating or propagating gradients through
+  stochastic neurons for conditional computation. arXiv:1308.3432 (straight-through estimator).
+* Dong, Z., Yao, Z., Arfeen, D., Gholami, A., Mahoney, M. W. & Keutzer, K. (2020). HAWQ-V2:
+  Hessian aware trace-weighted quantization of neural networks. NeurIPS, §3 (eq. 4, trace
+  sensitivity; Pareto-frontier bit selection), §3.2 (Hutchinson trace).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jopt._checks import check_float_tree, check_positive_int, is_concrete_number
+from jopt.compress.prune import LeafSelector, hessian_diag, resolve_leaf_selector
+
+PyTree = Any
+Bits = int | PyTree
+
+__all__ = [
+    "BitAllocation",
+    "SizeReport",
+    "allocate_bits",
+    "dequantize",
+    "fake_quantize",
+    "fake_quantize_tree",
+    "hawq_sensitivities",
+    "hessian_traces",
+    "min_cost_assignment",
+    "quantization_error",
+    "quantize",
+    "quantized_size",
+]
+
+DEFAULT_CANDIDATE_BITS = (2, 3, 4, 5, 6, 7, 8)
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def _check_bits(name: str, bits: Any, *, allow_zero: bool = False,
+                allow_traced: bool = False) -> Any:
+    """A bit width: a Python int in 2..8 (or 0), or — if allowed — a traced integer scalar."""
+    if isinstance(bits, jax.Array | np.ndarray | np.integer):
+        if jnp.shape(bits) != () or not jnp.issubdtype(jnp.result_type(bits), jnp.integer):
+            raise TypeError(f"`{name}` must be an int in 2..8, got {bits!r}.")
+        if is_concrete_number(bits):
+            bits = int(bits)
+        elif allow_traced:
+            return bits  # traced: checked only where concrete
+        else:
+            raise TypeError(f"`{name}` must be a concrete int here (it sets a size), got a "
+                            f"traced value.")
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):
+        raise TypeError(f"`{name}` must be a Python int in 2..8, got {bits!r}.")
+    if allow_zero and bits == 0:
+        return 0
+    if not 2 <= bits <= 8:
+        extra = " (or 0 to keep a leaf in floating point)" if allow_zero else ""
+        raise ValueError(f"`{name}` must be an int in 2..8{extra}, got {bits}.")
+    return int(bits)
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a Python bool, got {value!r}.")
+
+
+def _normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int | None:
+    if axis is None:
+        return None
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"`{name}` must be an int or None, got {axis!r}.")
+    if not -ndim <= axis < ndim:
+        raise ValueError(
+            f"`{name}`={axis} is out of range for an array of rank {ndim}; use None for "
+            f"per-tensor quantization or an axis in [{-ndim}, {ndim})."
+        )
+    return int(axis) % ndim
+
+
+def _qrange(bits: Any, symmetric: bool) -> tuple[Any, Any]:
+    """Code range: Python ints for an int ``bits``, int32 arrays for a traced one."""
+    if not isinstance(bits, int):
+        bits = jnp.asarray(bits, jnp.int32)
+        one = jnp.ones((), jnp.int32)
+        if symmetric:
+            q = jnp.left_shift(one, bits - 1) - 1
+            return -q, q
+        return jnp.zeros((), jnp.int32), jnp.left_shift(one, bits) - 1
+    if symmetric:
+        q = 2 ** (bits - 1) - 1
+        return -q, q
+    return 0, 2**bits - 1
+
+
+def _code_dtype(symmetric: bool) -> Any:
+    return jnp.int8 if symmetric else jnp.uint8
+
+
+# ------------------------------------------------------------------------ quantizers
+
+
+def _range_params(x: jax.Array, bits: int, symmetric: bool,
+                  axis: int | None) -> tuple[jax.Array, jax.Array]:
+    """Scale ``Δ`` (dtype of ``x``) and zero point (float, integer-valued) from x's range."""
+    reduce = None if axis is None else tuple(i for i in range(x.ndim) if i != axis)
+    keep = axis is not None
+    qmin, qmax = _qrange(bits, symmetric)
+    one = jnp.ones((), x.dtype)
+    if symmetric:
+        amax = jnp.max(jnp.abs(x), axis=reduce, keepdims=keep)
+        scale = jnp.where(amax > 0, amax / qmax, one)
+        return scale, jnp.zeros_like(scale)
+    lo = jnp.minimum(jnp.min(x, axis=reduce, keepdims=keep), 0)
+    hi = jnp.maximum(jnp.max(x, axis=reduce, keepdims=keep), 0)
+    scale = jnp.where(hi > lo, (hi - lo) / (qmax - qmin), one)
+    zero_point = jnp.clip(jnp.round(-lo / scale), qmin, qmax)
+    return scale, zero_point
+
+
+def _prepare(x: Any, bits: int, symmetric: bool, axis: int | None, scale: Any,
+             zero_point: Any) -> tuple[jax.Array, int, int | None, jax.Array, jax.Array]:
+    bits = _check_bits("bits", bits, allow_traced=True)
+    _check_bool("symmetric", symmetric)
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"`x` must be a floating-point array, got dtype {x.dtype}.")
+    axis = _normalize_axis(axis, x.ndim)
+    if scale is None:
+        if zero_point is not None:
+            raise ValueError("`zero_point` was given without `scale`; pass both or neither.")
+        s, z = _range_params(x, bits, symmetric, axis)
+        return x, bits, axis, s, z
+    scale = jnp.asarray(scale, x.dtype)
+    if symmetric and zero_point is not None:
+        raise ValueError("`zero_point` must be None with `symmetric=True` (it is 0).")
+    z = jnp.zeros_like(scale) if zero_point is None else jnp.asarray(zero_point).astype(x.dtype)
+    for name, arr in (("scale", scale), ("zero_point", z)):
+        if arr.ndim not in (0, x.ndim) or jnp.broadcast_shapes(arr.shape, x.shape) != x.shape:
+            raise ValueError(
+                f"`{name}` of shape {arr.shape} does not broadcast against `x` of shape "
+                f"{x.shape}; use a scalar or keep the reduced axes with size 1."
+            )
+    return x, bits, axis, scale, z
+
+
+def quantize(
+    x: jax.Array,
+    bits: int,
+    *,
+    symmetric: bool = True,
+    axis: int | None = None,
+    scale: jax.Array | None = None,
+    zero_point: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Uniform quantization of ``x`` to ``bits``-bit integer codes (round to nearest).
+
+    Args:
+      x: float array.
+      bits: bit width, a Python int in 2..8 — or a traced integer scalar (e.g. to
+        ``vmap`` over bit widths without recompiling; then unchecked).
+      symmetric: symmetric (zero point 0, codes in ``[−(2^(b−1)−1), 2^(b−1)−1]``, int8) or
+        affine (codes in ``[0, 2^b−1]``, uint8). See the module docstring for the formulas.
+      axis: ``None`` for one range per tensor, or the channel axis for one per channel.
+      scale, zero_point: a fixed (calibrated) range instead of ``x``'s own; values
+        outside it are clipped. Shapes: scalar or broadcastable with ``x``'s rank.
+
+    Returns:
+      ``(codes, scale, zero_point)``: codes (int8/uint8, shape of ``x``), scale (dtype of
+      ``x``) and zero point (code dtype), the latter two scalar (per tensor) or with the
+      reduced axes kept as size 1 (per channel).
+    """
+    x, bits, axis, s, z = _prepare(x, bits, symmetric, axis, scale, zero_point)
+    qmin, qmax = _qrange(bits, symmetric)
+    codes = jnp.clip(jnp.round(x / s) + z, qmin, qmax)
+    dtype = _code_dtype(symmetric)
+    return codes.astype(dtype), s, z.astype(dtype)
+
+
+def dequantize(codes: jax.Array, scale: jax.Array, zero_point: jax.Array) -> jax.Array:
+    """``scale · (codes − zero_point)`` in the dtype of ``scale``."""
+    scale = jnp.asarray(scale)
+    if not jnp.issubdtype(scale.dtype, jnp.floating):
+        raise TypeError(f"`scale` must be floating point, got dtype {scale.dtype}.")
+    dt = scale.dtype
+    return scale * (jnp.asarray(codes).astype(dt) - jnp.asarray(zero_point).astype(dt))
+
+
+def fake_quantize(
+    x: jax.Array,
+    bits: int,
+    *,
+    symmetric: bool = True,
+    axis: int | None = None,
+    scale: jax.Array | None = None,
+    zero_point: jax.Array | None = None,
+) -> jax.Array:
+    """``dequantize(quantize(x))`` with a straight-through gradient, for QAT.
+
+    The forward value is exactly the dequantized grid value. The gradient with respect
+    to ``x`` is the straight-through estimate (Bengio et al. 2013; Jacob et al. 2018, §3;
+    Krishnamoorthi 2018, §3.1): the identity inside the quantization range and zero
+    outside it. With a given ``scale`` (and ``zero_point``), "outside" means clipped: the
+    unclipped code ``round(x/Δ) + z`` falls outside ``[q_min, q_max]``. Without one, the
+    range is ``x``'s own ``[min, max]``, which contains every entry, so the gradient is
+    the identity everywhere (an extreme entry that the affine zero-point rounding pushes
+    one code past the end is clipped in value but not in gradient). The range is treated
+    as a constant. Arguments as in :func:`quantize`.
+
+    Implemented by the stop-gradient identity ``q + (x_in − stop_gradient(x_in))`` where
+    ``x_in`` is ``x`` on the unclipped entries and 0 elsewhere: the added term is exactly
+    zero in the forward pass.
+    """
+    own_range = scale is None
+    x, bits, axis, s, z = _prepare(x, bits, symmetric, axis, scale, zero_point)
+    qmin, qmax = _qrange(bits, symmetric)
+    s, z = jax.lax.stop_gradient(s), jax.lax.stop_gradient(z)
+    raw = jnp.round(jax.lax.stop_gradient(x) / s) + z
+    q = s * (jnp.clip(raw, qmin, qmax) - z)
+    if own_range:
+        return q + (x - jax.lax.stop_gradient(x))
+    inside = (raw >= qmin) & (raw <= qmax)
+    x_in = jnp.where(inside, x, jnp.zeros((), x.dtype))
+    return q + (x_in - jax.lax.stop_gradient(x_in))
+
+
+def quantization_error(
+    x: jax.Array, bits: int, *, symmetric: bool = True, axis: int | None = None
+) -> jax.Array:
+    """Squared quantization perturbation ``‖Q_b(x) − x‖²`` (a scalar in ``x``'s dtype)."""
+    codes, s, z = quantize(x, bits, symmetric=symmetric, axis=axis)
+    return jnp.sum((dequantize(codes, s, z) - x) ** 2)
+
+
+# ----------------------------------------------------------------------------- trees
+
+
+def _leaf_axis(leaf: Any, channel_axis: int | None) -> int | None:
+    """Per-channel axis for a leaf: ``channel_axis`` on leaves of rank >= 2, else None."""
+    ndim = jnp.ndim(leaf)
+    if channel_axis is None or ndim < 2:
+        return None
+    return _normalize_axis(channel_axis, ndim, "channel_axis")
+
+
+def _resolve_bits(params: PyTree, bits: Bits, quantizable: LeafSelector, *,
+                  allow_traced: bool = True) -> list[Any]:
+    """One bit width per leaf (0 = float) from an int + ``quantizable`` or a pytree of ints."""
+    check_float_tree("params", params)
+    flags = resolve_leaf_selector("quantizable", quantizable, params)
+    single = isinstance(bits, numbers.Integral | jax.Array | np.ndarray) and jnp.shape(bits) == ()
+    if single and not isinstance(bits, bool):
+        b = _check_bits("bits", bits, allow_traced=allow_traced)
+        return [b if f else 0 for f in flags]
+    if quantizable is not None:
+        raise ValueError("Pass `quantizable` only with a single int `bits`; a pytree of bit "
+                         "widths marks float leaves with 0.")
+    if jax.tree.structure(bits) != jax.tree.structure(params):
+        raise ValueError(
+            f"`bits` must be an int or a pytree of ints with the structure of `params`.\n"
+            f"  params: {jax.tree.structure(params)}\n  bits: {jax.tree.structure(bits)}"
+        )
+    return [_check_bits("bits", b, allow_zero=True, allow_traced=allow_traced)
+            for b in jax.tree.leaves(bits)]
+
+
+def fake_quantize_tree(
+    params: PyTree,
+    bits: Bits,
+    *,
+    symmetric: bool = True,
+    channel_axis: int | None = None,
+    quantizable: LeafSelector = None,
+) -> PyTree:
+    """:func:`fake_quantize` on every leaf: the parameters a quantized model computes with.
+
+    Args:
+      params: pytree of float arrays.
+      bits: an int in 2..8 for every ``quantizable`` leaf, or a pytree of ints like
+        ``params`` (``0`` = leave that leaf in floating point, e.g. from
+        :func:`allocate_bits`). Widths may be traced integer scalars (not the ``0``s), so
+        one compiled function evaluates many allocations.
+      symmetric: symmetric or affine quantizer.
+      channel_axis: per-channel axis for leaves of rank >= 2 (e.g. ``-1``, the output
+        axis of a ``(in, out)`` dense kernel); ``None`` and rank < 2 leaves: per tensor.
+      quantizable: leaves to quantize when ``bits`` is an int (``None`` = all), as in
+        :func:`jopt.compress.compute_mask`'s ``prunable``.
+
+    Returns:
+      A pytree like ``params`` (same dtypes); gradients pass straight through.
+    """
+    widths = _resolve_bits(params, bits, quantizable)
+    leaves, treedef = jax.tree.flatten(params)
+    out = [
+        leaf if isinstance(b, int) and b == 0 else fake_quantize(
+            leaf, b, symmetric=symmetric, axis=_leaf_axis(leaf, channel_axis))
+        for leaf, b in zip(leaves, widths, strict=True)
+    ]
+    return jax.tree.unflatten(treedef, out)
+
+
+class SizeReport(NamedTuple):
+    """Storage of a quantized model in bytes (Python ints)."""
+
+    total: int
+    codes: int
+    scales: int
+    zero_points: int
+    unquantized: int
+
+
+def _leaf_bytes(leaf: Any, bits: int, symmetric: bool, channel_axis: int | None,
+                scale_bytes: int) -> tuple[int, int, int, int]:
+    """(codes, scales, zero points, float) bytes for one leaf."""
+    n = math.prod(jnp.shape(leaf))
+    if bits == 0:
+        return 0, 0, 0, n * jnp.dtype(jnp.result_type(leaf)).itemsize
+    axis = _leaf_axis(leaf, channel_axis)
+    n_scales = 1 if axis is None else jnp.shape(leaf)[axis]
+    zp = 0 if symmetric else n_scales  # one byte per zero point (b <= 8)
+    return math.ceil(n * bits / 8), n_scales * scale_bytes, zp, 0
+
+
+def quantized_size(
+    params: PyTree,
+    bits: Bits,
+    *,
+    symmetric: bool = True,
+    channel_axis: int | None = None,
+    quantizable: LeafSelector = None,
+    scale_bytes: int = 4,
+) -> SizeReport:
+    """Bytes to store ``params`` quantized as by :func:`fake_quantize_tree`.
+
+    Codes are bit-packed per leaf (``ceil(n · b / 8)`` bytes), each scale takes
+    ``scale_bytes`` (4 = float32), each affine zero point one byte, and leaves kept in
+    floating point their full ``n × itemsize``. Arguments as in :func:`fake_quantize_tree`.
+    """
+    _check_bool("symmetric", symmetric)
+    check_positive_int("scale_bytes", scale_bytes)
+    widths = _resolve_bits(params, bits, quantizable, allow_traced=False)
+    parts = [
+        _leaf_bytes(leaf, b, symmetric, channel_axis, scale_bytes)
+        for leaf, b in zip(jax.tree.leaves(params), widths, strict=True)
+    ]
+    codes, scales, zps, floats = (sum(col) for col in zip(*parts, strict=True))
+    return SizeReport(codes + scales + zps + floats, codes, scales, zps, floats)
+
+
+# ---------------------------------------------------------------- HAWQ mixed precision
+
+
+def hessian_traces(
+    loss_fn: Callable[[PyTree], jax.Array],
+    params: PyTree,
+    key: jax.Array | None = None,
+    num_samples: int = 64,
+    *,
+    batch_size: int | None = None,
+) -> PyTree:
+    """Per-leaf Hessian traces ``Tr(H_ll)`` (the leaf's diagonal block), a pytree of scalars.
+
+    With a PRNG ``key``: Hutchinson's estimator (HAWQ-V2, §3.2) — the per-leaf sums of
+    :func:`jopt.hutchinson_diag` over ``num_samples`` Rademacher probes; ``key=None``: exact,
+    from the exact diagonal (:func:`jopt.compress.hessian_diag`, ``n`` HVPs, small models).
+    """
+    diag = hessian_diag(loss_fn, params, key, num_samples, batch_size=batch_size)
+    return jax.tree.map(jnp.sum, diag)
+
+
+def _check_candidates(candidate_bits: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(candidate_bits, numbers.Integral) or not len(candidate_bits):
+        raise ValueError(
+            f"`candidate_bits` must be a non-empty sequence of ints in 2..8, got "
+            f"{candidate_bits!r}."
+        )
+    return tuple(sorted({_check_bits("candidate_bits", b) for b in candidate_bits}))
+
+
+def hawq_sensitivities(
+    params: PyTree,
+    traces: PyTree,
+    candidate_bits: Sequence[int] = DEFAULT_CANDIDATE_BITS,
+    *,
+    symmetric: bool = True,
+    channel_axis: int | None = None,
+) -> PyTree:
+    """HAWQ-V2 sensitivities ``Ω_l(b) = |Tr(H_l)| / n_l · ‖Q_b(W_l) − W_l‖²`` (eq. 4).
+
+    Args:
+      params: pytree of float arrays ``W_l``.
+      traces: per-leaf Hessian traces, a pytree of scalars like ``params`` (e.g. from
+        :func:`hessian_traces`). Their magnitude is used: HAWQ assumes a positive
+        semi-definite block, and a noisy negative estimate must not reward coarse bits.
+      candidate_bits: bit widths (sorted, duplicates removed).
+      symmetric, channel_axis: the quantizer, as in :func:`fake_quantize_tree`.
+
+    Returns:
+      A pytree like ``params`` whose leaves are vectors of ``len(candidate_bits)``
+      sensitivities, in the order of the sorted candidates.
+    """
+    check_float_tree("params", params)
+    cands = _check_candidates(candidate_bits)
+    if jax.tree.structure(traces) != jax.tree.structure(params):
+        raise ValueError(
+            f"`traces` must be a pytree of scalars with the structure of `params`.\n"
+            f"  params: {jax.tree.structure(params)}\n  traces: {jax.tree.structure(traces)}"
+        )
+
+    def leaf(w: jax.Array, tr: Any) -> jax.Array:
+        if jnp.shape(tr) != ():
+            raise ValueError(f"`traces` leaves must be scalars, got shape {jnp.shape(tr)}.")
+        avg = jnp.abs(jnp.asarray(tr, w.dtype)) / max(w.size, 1)
+        axis = _leaf_axis(w, channel_axis)
+        errs = jax.vmap(lambda b: quantization_error(w, b, symmetric=symmetric, axis=axis))(
+            jnp.asarray(cands, jnp.int32))  # one compiled body for all candidates
+        return avg * errs
+
+    return jax.tree.map(leaf, params, traces)
+
+
+_hawq_sensitivities_jit = jax.jit(
+    hawq_sensitivities, static_argnames=("candidate_bits", "symmetric", "channel_axis"))
+
+
+class BitAllocation(NamedTuple):
+    """Result of :func:`allocate_bits`."""
+
+    bits: PyTree  # Python ints like params; 0 = kept in floating point
+    size_bytes: int  # quantized_size(...).total of this allocation
+    sensitivity: float  # Σ_l Ω_l(b_l), the minimised objective
+
+
+def min_cost_assignment(sizes: np.ndarray, costs: np.ndarray, budget: int) -> list[int]:
+    """Exact multiple-choice knapsack: one column per row, ``Σ size ≤ budget``, min ``Σ cost``.
+
+    Dynamic programming over the Pareto front of partial assignments (rows taken in
+    order): after each row only the states not dominated in (size, cost) are kept —
+    strictly lower cost for larger size — and states that cannot be completed within the
+    budget are dropped. The front never holds more states than distinct feasible sizes,
+    so the cost is pseudo-polynomial, and it is exact (no dominated state can lead to a
+    better completion). Ties go to the smaller total size, then to the earlier choices.
+
+    Args:
+      sizes: ``(L, B)`` non-negative integer sizes.
+      costs: ``(L, B)`` float costs.
+      budget: integer capacity (must be feasible).
+
+    Returns:
+      The chosen column index for every row.
+    """
+    sizes = np.asarray(sizes, np.int64)
+    costs = np.asarray(costs, np.float64)
+    num_rows, num_cols = sizes.shape
+    min_rest = np.concatenate([np.cumsum(sizes.min(axis=1)[::-1])[::-1], [0]])
+    front_size = np.zeros(1, np.int64)
+    front_cost = np.zeros(1, np.float64)
+    back: list[tuple[np.ndarray, np.ndarray]] = []
+    for r in range(num_rows):
+        cand_size = (front_size[:, None] + sizes[r][None, :]).ravel()
+        cand_cost = (front_cost[:, None] + costs[r][None, :]).ravel()
+        parent = np.repeat(np.arange(front_size.size), num_cols)
+        choice = np.tile(np.arange(num_cols), front_size.size)
+        ok = cand_size + min_rest[r + 1] <= budget
+        cand_size, cand_cost, parent, choice = (a[ok] for a in (cand_size, cand_cost,
+                                                                  parent, choice))
+        order = np.lexsort((choice, parent, cand_cost, cand_size))  # size, cost, then index
+        cand_size, cand_cost, parent, choice = (a[order] for a in (cand_size, cand_cost,
+                                                                     parent, choice))
+        best_before = np.concatenate([[np.inf], np.minimum.accumulate(cand_cost)[:-1]])
+        keep = cand_cost < best_before
+        front_size, front_cost = cand_size[keep], cand_cost[keep]
+        back.append((parent[keep], choice[keep]))
+    state = int(np.argmin(front_cost))  # first minimum = smallest size among ties
+    picks = [0] * num_rows
+    for r in range(num_rows - 1, -1, -1):
+        parent, choice = back[r]
+        picks[r] = int(choice[state])
+        state = int(parent[state])
+    return picks
+
+
+def allocate_bits(
+    params: PyTree,
+    traces: PyTree,
+    *,
+    budget_bytes: int | None = None,
+    budget_bits: int | None = None,
+    average_bits: float | None = None,
+    candidate_bits: Sequence[int] = DEFAULT_CANDIDATE_BITS,
+    symmetric: bool = True,
+    channel_axis: int | None = None,
+    quantizable: LeafSelector = None,
+    scale_bytes: int = 4,
+) -> BitAllocation:
+    """Hessian-aware mixed precision (HAWQ-V2): per-leaf bit widths under a size budget.
+
+    Minimises the total sensitivity ``Σ_l Ω_l(b_l)`` (:func:`hawq_sensitivities`) over
+    one ``b_l`` from ``candidate_bits`` per quantizable leaf, subject to one budget:
+
+    * ``budget_bytes`` / ``budget_bits``: the whole model's :func:`quantized_size` (codes,
+      scales, zero points, and the float leaves that are not quantized);
+    * ``average_bits``: ``Σ_l n_l b_l ≤ average_bits · Σ_l n_l`` over the quantizable
+      leaves (code bits only) — e.g. ``4.0`` for "int4 on average".
+
+    The choice is exact (:func:`min_cost_assignment`: DP over the Pareto front, which is
+    also how HAWQ-V2 §3 picks its configuration); it runs on the host, so call it outside
+    ``jit`` (the sensitivities themselves are jit-compatible).
+
+    Args:
+      params: pytree of float arrays.
+      traces: per-leaf Hessian traces (:func:`hessian_traces`, or your own numbers).
+      budget_bytes, budget_bits, average_bits: exactly one budget.
+      candidate_bits: allowed widths (ints in 2..8).
+      symmetric, channel_axis, quantizable, scale_bytes: as in :func:`quantized_size`.
+
+    Returns:
+      A :class:`BitAllocation`: ``bits`` (pytree of ints, 0 for non-quantizable leaves),
+      its ``size_bytes`` and the minimised ``sensitivity``.
+
+    Raises:
+      ValueError: naming the budget argument when even the narrowest candidate exceeds it.
+    """
+    given = {k: v for k, v in (("budget_bytes", budget_bytes), ("budget_bits", budget_bits),
+                               ("average_bits", average_bits)) if v is not None}
+    if len(given) != 1:
+        raise ValueError("Pass exactly one of `budget_bytes`, `budget_bits`, `average_bits`; "
+                         f"got {sorted(given) or 'none'}.")
+    (budget_name, budget_value), = given.items()
+    if isinstance(budget_value, bool) or not isinstance(budget_value, numbers.Real) \
+            or not budget_value > 0:
+        raise ValueError(f"`{budget_name}` must be a positive number, got {budget_value!r}.")
+    _check_bool("symmetric", symmetric)
+    check_positive_int("scale_bytes", scale_bytes)
+    cands = _check_candidates(candidate_bits)
+    flags = resolve_leaf_selector("quantizable", quantizable, params)
+    check_float_tree("params", params)
+    if jax.tree.structure(traces) != jax.tree.structure(params):
+        raise ValueError(
+            f"`traces` must be a pytree of scalars with the structure of `params`.\n"
+            f"  params: {jax.tree.structure(params)}\n  traces: {jax.tree.structure(traces)}"
+        )
+    leaves, treedef = jax.tree.flatten(params)
+    rows = [i for i, f in enumerate(flags) if f]
+    if not rows:
+        raise ValueError("No leaf is `quantizable`; nothing to allocate.")
+
+    if budget_name == "average_bits":
+        sizes = np.array([[math.prod(jnp.shape(leaves[i])) * b for b in cands] for i in rows])
+        total = int(sizes[:, 0].sum()) // cands[0]
+        budget = math.floor(float(budget_value) * total * (1 + 1e-12))
+        fixed = 0
+        unit, shown = 1, f"{cands[0]} bits per quantizable weight"
+    else:
+        def leaf_bits(i: int, b: int) -> int:
+            return 8 * sum(_leaf_bytes(leaves[i], b, symmetric, channel_axis, scale_bytes))
+        sizes = np.array([[leaf_bits(i, b) for b in cands] for i in rows])
+        fixed = sum(leaf_bits(i, 0) for i, f in enumerate(flags) if not f)
+        unit = 1 if budget_name == "budget_bits" else 8
+        budget = math.floor(float(budget_value) * unit) - fixed
+        shown = f"{(fixed + int(sizes.min(axis=1).sum())) // unit}"
+    if int(sizes.min(axis=1).sum()) > budget:
+        raise ValueError(
+            f"`{budget_name}`={budget_value} is below the smallest achievable size "
+            f"({shown}, every quantizable leaf at {cands[0]} bits). Raise the budget, "
+            f"add narrower `candidate_bits`, or quantize more leaves."
+        )
+    sens = _hawq_sensitivities_jit(params, traces, cands, symmetric=symmetric,
+                                   channel_axis=channel_axis)
+    sens_leaves = [np.asarray(s, np.float64) for s in jax.tree.leaves(sens)]
+    costs = np.stack([sens_leaves[i] for i in rows])
+    picks = min_cost_assignment(sizes, costs, budget)
+    widths = [0] * len(leaves)
+    for r, i in enumerate(rows):
+        widths[i] = cands[picks[r]]
+    bits_tree = jax.tree.unflatten(treedef, widths)
+    report = quantized_size(params, bits_tree, symmetric=symmetric, channel_axis=channel_axis,
+                            scale_bytes=scale_bytes)
+    objective = float(sum(costs[r, picks[r]] for r in range(len(rows))))
+    return BitAllocation(bits_tree, report.total, objective)
