@@ -30,7 +30,7 @@ QUICK: list[tuple[str, list[str]]] = [
     ("hvp_cost", ["--no-wait", "--repeats", "5"]),
     ("loop_floor", ["--max-wait", "0", "--repeats", "3"]),
     ("adam_layouts", ["--sizes", "1048576", "--layouts", "1", "100", "--repeats", "5"]),
-    ("sweep", ["--quick"]),
+    ("sweep", ["--repeats", "5", "--no-wait"]),
     ("minimize_many", ["--quick"]),
 ]
 

@@ -207,6 +207,8 @@ SECTIONS: list[tuple[str, Section]] = [
     ("Quasi-Newton solvers: jopt.minimize beside scipy", quasi_newton_section),
     ("Implicit differentiation: tuning L2 strength by hypergradient", bilevel_section),
     ("Hessian diagnostics and AdaHessian / Sophia on digits", example_section("curvature")),
+    ("Hyperparameter sweeps: 64 learning rates × 4 seeds in one program",
+     example_section("sweep_learning_rates")),
     ("Compression: distillation, OBD pruning, Hessian-aware quantization",
      lambda out_dir: load_example("compress_digits").run(out_dir=out_dir)),
 ]

@@ -47,6 +47,7 @@ from jopt.linesearch import (
     scale_by_strong_wolfe,
 )
 from jopt.minimize import MinimizeResult, Status, minimize
+from jopt.sweep import SweepResult, grid, sweep
 from jopt.train import fit
 from jopt.transforms import (
     AdagradState,
@@ -110,6 +111,7 @@ __all__ = [
     "SpectralDensityResult",
     "Status",
     "SteihaugResult",
+    "SweepResult",
     "TrustNCGState",
     "adagrad",
     "adahessian",
@@ -123,6 +125,7 @@ __all__ = [
     "gnvp",
     "gnvp_fn",
     "grad_and_hvp_fn",
+    "grid",
     "hessian",
     "hessian_eigs",
     "hessian_free",
@@ -157,5 +160,6 @@ __all__ = [
     "sgd",
     "sqn",
     "steihaug_cg",
+    "sweep",
     "trust_ncg",
 ]
