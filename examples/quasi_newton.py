@@ -7,7 +7,12 @@ same jitted value-and-gradient.
 
 from __future__ import annotations
 
+import os
 import time
+
+# scipy's BLAS (OpenBLAS) spins several threads on tiny vectors; on a small machine shared
+# with XLA's own threads that oversubscription made scipy's solvers up to 30× slower.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import jax
 

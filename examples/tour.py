@@ -11,11 +11,16 @@ shows (and saves any figure under ``out_dir``), then append ``(title, function)`
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+
+# scipy's BLAS (OpenBLAS) spins several threads on tiny vectors; on a small machine shared
+# with XLA's own threads that oversubscription made scipy's solvers up to 30× slower.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import jax
 import numpy as np

@@ -4,6 +4,12 @@ Tests that check float32 behaviour build float32 arrays explicitly; x64 is on so
 float64 oracles are exact to reference.
 """
 
+import os
+
+# scipy's BLAS (OpenBLAS) spins several threads on tiny vectors; on a small machine shared
+# with XLA's own threads that oversubscription made scipy's solvers up to 30× slower.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import jax
 
 jax.config.update("jax_enable_x64", True)
