@@ -46,7 +46,16 @@ from jopt.linesearch import (
     scale_by_backtracking,
     scale_by_strong_wolfe,
 )
-from jopt.minimize import MinimizeResult, Status, minimize
+from jopt.many import minimize_many
+from jopt.minimize import (
+    MinimizeResult,
+    SolverState,
+    Status,
+    minimize,
+    minimize_init,
+    minimize_result,
+    minimize_run,
+)
 from jopt.sweep import SweepResult, grid, sweep
 from jopt.train import fit
 from jopt.transforms import (
@@ -108,6 +117,7 @@ __all__ = [
     "RMSPropState",
     "SGDState",
     "SQNState",
+    "SolverState",
     "SpectralDensityResult",
     "Status",
     "SteihaugResult",
@@ -142,6 +152,10 @@ __all__ = [
     "lanczos",
     "lbfgs",
     "minimize",
+    "minimize_init",
+    "minimize_many",
+    "minimize_result",
+    "minimize_run",
     "newton",
     "newton_cg",
     "nonlinear_cg",

@@ -1,0 +1,310 @@
+"""``jopt.minimize_many``: a batch of independent solves, re-batched as members finish.
+
+Under ``jax.vmap`` a ``lax.while_loop`` runs until its slowest member stops: every
+iteration computes the whole batch and masks out the members that are done, so a batch
+whose iteration counts range over 10× costs ``batch × slowest`` iterations. Most of that
+work is thrown away.
+
+:func:`minimize_many` runs the batch in compiled *segments* instead. One segment advances
+the members still running by at most ``segment`` iterations — the vmapped loop of
+:func:`jopt.minimize_run`, so each member keeps its own optimizer state, counters and
+status, exactly as in a separate solve. Between segments the host reads the members'
+statuses, drops the finished ones and packs the rest into the smallest *bucket* that
+holds them. Buckets are a few fixed batch sizes (by default the full size and the powers
+of two below it down to 32), so at most one program is compiled per bucket size, and the
+total work follows the sum of the members' iteration counts (plus at most ``segment``
+iterations per member and the padding of the last buckets) rather than ``batch ×
+slowest``.
+
+The re-batching scheme, per segment (one compiled program per bucket size ``b``):
+
+1. ``idx``: the indices of the running members, padded to ``b`` with the out-of-range
+   index ``B`` (the batch size);
+2. gather the members' states (and batched ``args``) at ``idx``; padding lanes get a
+   copy of a real member's state with a finished status, so they never iterate;
+3. run at most ``segment`` iterations of the vmapped solver loop;
+4. scatter the states back at ``idx`` (padding lanes are dropped: their index is out of
+   range); the full state is donated, so this is an in-place update.
+
+A member whose objective turns NaN ends with ``status = NONFINITE`` at its last finite
+point, exactly as in :func:`jopt.minimize`; the other members are unaffected.
+
+References:
+  The segmented loop is the resumable :class:`jopt.minimize.SolverState` API; the
+  bucketing follows the usual padding-to-bucket scheme for variable-size batches under
+  static-shape compilation (e.g. sequence-length bucketing in TPU/XLA input pipelines).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jopt._checks import check_float_tree
+from jopt.minimize import (
+    _COMPILER_OPTIONS,
+    MinimizeResult,
+    SolverState,
+    Status,
+    _check_args,
+    _check_count,
+    _check_run_options,
+    _Config,
+    _continue,
+    _history_size,
+    _init_state,
+    _InitConfig,
+    _resolve_method,
+    _strong,
+    minimize_result,
+)
+
+PyTree = Any
+
+__all__ = ["DEFAULT_SEGMENT", "minimize_many"]
+
+DEFAULT_SEGMENT = 16
+"""Iterations per compiled segment (measured in ``benchmarks/minimize_many.py``)."""
+
+_MIN_BUCKET = 32
+
+
+class ManyStats(NamedTuple):
+    """How a :func:`minimize_many` run was scheduled (for benchmarks and tests).
+
+    Attributes:
+      buckets: the bucket size of each segment, in order.
+      active: the number of running members entering each segment.
+      lane_iterations: Σ over segments of bucket size × iterations the segment ran (its
+        slowest member's): the batched work actually done.
+    """
+
+    buckets: tuple[int, ...]
+    active: tuple[int, ...]
+    lane_iterations: int
+
+
+def minimize_many(
+    fun: Callable[..., jax.Array],
+    x0s: PyTree,
+    *,
+    method: str | optax.GradientTransformation = "lbfgs",
+    args: tuple = (),
+    args_axes: int | Sequence[int | None] | None = None,
+    tol: float | jax.Array = 1e-6,
+    ftol: float | jax.Array = 0.0,
+    xtol: float | jax.Array = 0.0,
+    maxiter: int = 10_000,
+    maxfev: int | None = None,
+    history: bool = False,
+    history_size: int | None = None,
+    segment: int = DEFAULT_SEGMENT,
+    bucket_sizes: Sequence[int] | None = None,
+) -> MinimizeResult:
+    """Minimize ``fun(x, *args)`` from each of a batch of starting points (and args).
+
+    Each member is solved as by :func:`jopt.minimize` with the same options; the batch
+    runs in compiled segments of ``segment`` iterations, dropping finished members
+    between segments (see the module docstring for the scheme).
+
+    Args:
+      fun: objective ``(x, *args) -> scalar`` for one member.
+      x0s: starting points: a pytree whose leaves all have the same leading (batch) axis.
+      method: as in :func:`jopt.minimize`.
+      args: extra arguments of ``fun``.
+      args_axes: which ``args`` are per-member: ``None`` (all shared, the default), ``0``
+        (all batched along a leading axis of the batch size), or a tuple with ``0`` or
+        ``None`` per argument.
+      tol, ftol, xtol, maxiter, maxfev, history, history_size: as in
+        :func:`jopt.minimize` (scalars shared by every member).
+      segment: iterations per compiled segment (>= 1). Smaller segments drop finished
+        members sooner but pay a host round trip more often.
+      bucket_sizes: batch sizes the running members are padded to (the full batch size is
+        always one). Default: powers of two from below the batch size down to 32 (each
+        size compiles once; in ``benchmarks/minimize_many.py`` going on down to 8 saved no
+        time on the CPU).
+
+    Returns:
+      A batched :class:`jopt.MinimizeResult`: every field has a leading axis over the
+      members, in the order of ``x0s`` (``message`` gives an array of texts).
+
+    Example::
+
+        starts = jax.random.normal(key, (256, 10))
+        res = jopt.minimize_many(fun, starts, method="lbfgs", tol=1e-8)
+        best = res.x[jnp.argmin(jnp.where(res.success, res.fun, jnp.inf))]
+    """
+    return _minimize_many(fun, x0s, method=method, args=args, args_axes=args_axes, tol=tol,
+                          ftol=ftol, xtol=xtol, maxiter=maxiter, maxfev=maxfev,
+                          history=history, history_size=history_size, segment=segment,
+                          bucket_sizes=bucket_sizes)[0]
+
+
+def _minimize_many(
+    fun: Callable[..., jax.Array],
+    x0s: PyTree,
+    *,
+    method: str | optax.GradientTransformation,
+    args: tuple,
+    args_axes: int | Sequence[int | None] | None,
+    tol: Any,
+    ftol: Any,
+    xtol: Any,
+    maxiter: int,
+    maxfev: int | None,
+    history: bool,
+    history_size: int | None,
+    segment: int,
+    bucket_sizes: Sequence[int] | None,
+) -> tuple[MinimizeResult, ManyStats]:
+    """:func:`minimize_many` that also reports its :class:`ManyStats`."""
+    tx = _resolve_method(method)
+    check_float_tree("x0s", x0s)
+    _check_run_options(args, tol, ftol, xtol, maxiter, maxfev)
+    _check_count("history_size", history_size)
+    _check_count("segment", segment)
+    for name, value in (("tol", tol), ("ftol", ftol), ("xtol", xtol)):
+        if np.ndim(value) != 0:
+            raise ValueError(f"`{name}` must be a scalar shared by all members, got shape "
+                             f"{np.shape(value)}.")
+    size = _batch_size(x0s)
+    axes = _normalize_axes(args_axes, args, size)
+    buckets = _buckets(bucket_sizes, size)
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((x0s, args))):
+        raise TypeError("`minimize_many` runs a host-side loop over compiled segments and "
+                        "cannot be traced (jit/vmap/grad); use `jax.vmap(jopt.minimize)` "
+                        "inside a transformation.")
+
+    x0s = jax.tree.map(_strong, x0s)
+    dtype = np.result_type(*(leaf.dtype for leaf in jax.tree.leaves(x0s)))
+    tol, ftol, xtol = (_strong(t, dtype) for t in (tol, ftol, xtol))
+    init_config = _InitConfig(fun, _history_size(history, history_size, maxiter))
+    config = _Config(fun=fun, maxiter=maxiter, maxfev=maxfev, verbose=0)
+
+    states = _compiled_init()(init_config, tx, axes, x0s, args, tol)
+    status = np.asarray(states.status)
+    nit = np.asarray(states.nit)
+    steps = np.asarray(segment, np.int32)
+    run = _compiled_segment()
+    used, active_counts, lane_iterations = [], [], 0
+    while True:
+        active = np.flatnonzero(status < 0)
+        if active.size == 0:
+            break
+        bucket = next(b for b in buckets if b >= active.size)
+        idx = np.full(bucket, size, np.int32)  # out of range: padding lanes
+        idx[: active.size] = active
+        states = run(config, tx, axes, states, idx, args, tol, ftol, xtol, steps)
+        status, new_nit = np.asarray(states.status), np.asarray(states.nit)
+        used.append(bucket)
+        active_counts.append(int(active.size))
+        lane_iterations += bucket * int(np.max(new_nit[active] - nit[active]))
+        nit = new_nit
+    stats = ManyStats(tuple(used), tuple(active_counts), lane_iterations)
+    return minimize_result(states), stats
+
+
+def _batch_size(x0s: PyTree) -> int:
+    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in jax.tree.leaves(x0s)}
+    if None in sizes or not sizes:
+        raise ValueError(
+            "`x0s` must hold a batch of starting points: every leaf needs a leading batch "
+            "axis (e.g. shape (n_starts, n)); for a single start use `jopt.minimize` or "
+            "`x0[None]`."
+        )
+    if len(sizes) != 1:
+        raise ValueError(f"every leaf of `x0s` must have the same leading (batch) size, got "
+                         f"{sorted(sizes)}.")
+    size = sizes.pop()
+    if size < 1:
+        raise ValueError("`x0s` has an empty batch axis (size 0).")
+    return size
+
+
+def _normalize_axes(args_axes: Any, args: tuple, size: int) -> tuple[int | None, ...]:
+    """``args_axes`` as a tuple with ``0`` or ``None`` per argument; batch sizes checked."""
+    _check_args(args)
+    if args_axes is None or args_axes == 0:
+        axes = (args_axes,) * len(args)
+    elif isinstance(args_axes, Sequence) and not isinstance(args_axes, str):
+        axes = tuple(args_axes)
+        if len(axes) != len(args):
+            raise ValueError(f"`args_axes` needs one entry per argument ({len(args)}), got "
+                             f"{len(axes)}.")
+    else:
+        raise ValueError(f"`args_axes` must be None, 0, or a tuple of 0/None per argument, "
+                         f"got {args_axes!r}.")
+    for i, (axis, arg) in enumerate(zip(axes, args, strict=True)):
+        if axis not in (0, None) or isinstance(axis, bool):
+            raise ValueError(f"`args_axes[{i}]` must be 0 (batched) or None (shared), got "
+                             f"{axis!r}.")
+        if axis == 0:
+            for leaf in jax.tree.leaves(arg):
+                if np.ndim(leaf) == 0 or np.shape(leaf)[0] != size:
+                    raise ValueError(
+                        f"`args[{i}]` is batched (`args_axes`) but has a leaf of shape "
+                        f"{np.shape(leaf)}: its leading axis must be the batch size {size} "
+                        f"of `x0s`."
+                    )
+    return axes
+
+
+def _buckets(bucket_sizes: Sequence[int] | None, size: int) -> tuple[int, ...]:
+    """Ascending batch sizes, the largest being ``size``."""
+    if bucket_sizes is None:
+        sizes = {size}
+        b = 1 << max(size - 1, 1).bit_length()  # smallest power of two >= size
+        while b > _MIN_BUCKET:
+            b //= 2
+            if b < size:
+                sizes.add(b)
+        return tuple(sorted(sizes))
+    sizes = {size}
+    for b in bucket_sizes:
+        _check_count("bucket_sizes entry", b)
+        if b < size:
+            sizes.add(int(b))
+    return tuple(sorted(sizes))
+
+
+def _take(tree: PyTree, idx: jax.Array) -> PyTree:
+    return jax.tree.map(lambda a: jnp.take(a, idx, axis=0, mode="clip"), tree)
+
+
+def _batched_init(config: _InitConfig, tx, axes: tuple, x0s, args, tol) -> SolverState:
+    return jax.vmap(lambda x0, a: _init_state(config, tx, x0, a, tol),
+                    in_axes=(0, axes))(x0s, args)
+
+
+def _segment_many(config: _Config, tx, axes: tuple, states: SolverState, idx: jax.Array,
+                  args: tuple, tol, ftol, xtol, num_steps) -> SolverState:
+    """One segment on the members at ``idx`` (see the module docstring)."""
+    size = states.nit.shape[0]
+    real = idx < size
+    sub = _take(states, idx)
+    # Padding lanes hold a copy of a real member; a finished status keeps them idle.
+    sub = sub._replace(status=jnp.where(real, sub.status, Status.MAXITER).astype(jnp.int32))
+    sub_args = tuple(_take(a, idx) if axis == 0 else a for a, axis in zip(args, axes,
+                                                                          strict=True))
+    new = jax.vmap(
+        lambda s, a: _continue(config, tx, s, a, tol, ftol, xtol, num_steps)[0],
+        in_axes=(0, axes))(sub, sub_args)
+    return jax.tree.map(lambda full, part: full.at[idx].set(part, mode="drop"), states, new)
+
+
+@functools.cache
+def _compiled_init() -> Callable:
+    return jax.jit(_batched_init, static_argnums=(0, 1, 2),
+                   compiler_options=_COMPILER_OPTIONS.get(jax.default_backend()))
+
+
+@functools.cache
+def _compiled_segment() -> Callable:
+    return jax.jit(_segment_many, static_argnums=(0, 1, 2), donate_argnums=(3,),
+                   compiler_options=_COMPILER_OPTIONS.get(jax.default_backend()))
