@@ -29,9 +29,10 @@ QUICK: list[tuple[str, list[str]]] = [
                 "--methods", "jopt-newton-cg,scipy-newton-cg"]),
     ("hvp_cost", ["--no-wait", "--repeats", "5"]),
     ("loop_floor", ["--max-wait", "0", "--repeats", "3"]),
-    ("adam_layouts", ["--sizes", "1048576", "--layouts", "1", "100", "--repeats", "5"]),
+    ("adam_layouts", ["--sizes", "1048576", "--layouts", "1", "100", "--repeats", "5",
+                      "--skip-slow"]),
     ("sweep", ["--repeats", "5", "--no-wait"]),
-    ("minimize_many", ["--quick"]),
+    ("minimize_many", ["--repeats", "1", "--segments", "16", "--loop-subset", "64"]),
 ]
 
 
