@@ -237,7 +237,10 @@ def test_lbfgs_in_a_users_own_loop_matches_minimize():
         value, grad = ls.value, ls.grad  # reused: no second evaluation
     np.testing.assert_allclose(value, f(x), rtol=1e-14)
     ref = jopt.minimize(f, jnp.asarray(x0), maxiter=20)
-    np.testing.assert_allclose(x, ref.x, rtol=1e-12)
+    # Two separately compiled programs may round differently (~1e-16 per step), and 20
+    # steps along Rosenbrock's curved valley amplify that to ~1e-11; an algorithmic
+    # difference would show at O(1e-2) or more.
+    np.testing.assert_allclose(x, ref.x, rtol=1e-9)
 
 
 def test_strong_wolfe_conditions_hold_at_accepted_step():
