@@ -101,6 +101,9 @@ class HessianEigResult(NamedTuple):
       num_restarts: times the Krylov space was exhausted and a fresh random direction,
         orthogonal to the basis, was taken (repeated eigenvalues, e.g. a null space).
       num_hvps: Hessian-vector products used (``m``).
+      finite: False when a Hessian-vector product was NaN/Inf (e.g. a NaN loss): the
+        other fields are then meaningless. Numerical trouble is reported here, never
+        raised inside the compiled loop.
     """
 
     eigenvalues: jax.Array
@@ -109,6 +112,7 @@ class HessianEigResult(NamedTuple):
     num_iters: jax.Array
     num_restarts: jax.Array
     num_hvps: jax.Array
+    finite: jax.Array
 
 
 class HessianTraceResult(NamedTuple):
@@ -126,6 +130,8 @@ class HessianTraceResult(NamedTuple):
       converged: the stopping rule ``stderr <= max(rtol·|estimate|, atol)`` was met
         (False when ``max_samples`` ran out first).
       num_hvps: Hessian-vector products used (one per probe).
+      finite: False when a probe's product was NaN/Inf (e.g. a NaN loss); the estimate is
+        then meaningless.
     """
 
     estimate: jax.Array
@@ -135,6 +141,7 @@ class HessianTraceResult(NamedTuple):
     num_samples: jax.Array
     converged: jax.Array
     num_hvps: jax.Array
+    finite: jax.Array
 
 
 class SpectralDensityResult(NamedTuple):
@@ -152,6 +159,7 @@ class SpectralDensityResult(NamedTuple):
       density: ``φ_σ(t) = (1/P) Σ_probes Σ_i τ_i N(t; θ_i, σ²)`` on ``grid``.
       sigma: the Gaussian width ``σ`` used.
       num_hvps: Hessian-vector products used (``num_probes · m``).
+      finite: False when a Hessian-vector product was NaN/Inf (e.g. a NaN loss).
     """
 
     nodes: jax.Array
@@ -160,6 +168,7 @@ class SpectralDensityResult(NamedTuple):
     density: jax.Array
     sigma: jax.Array
     num_hvps: jax.Array
+    finite: jax.Array
 
 
 # -------------------------------------------------------------------- input checks
@@ -381,7 +390,8 @@ def _eigs_impl(loss_fn, params, batches, v0, *, k, which, num_iters):
     vectors = jax.vmap(unravel)(jnp.dot(s_sel.T, basis, precision=_HIGHEST))
     residuals = jnp.abs(betas[-1] * s_sel[-1])
     count = jnp.asarray(m, jnp.int32)
-    return HessianEigResult(theta[idx], vectors, residuals, count, restarts, count)
+    finite = jnp.all(jnp.isfinite(alphas)) & jnp.all(jnp.isfinite(betas))
+    return HessianEigResult(theta[idx], vectors, residuals, count, restarts, count, finite)
 
 
 def hessian_eigs(
@@ -519,6 +529,7 @@ def _trace_impl(loss_fn, params, batches, key, rtol, atol, *, min_samples, max_s
         num_samples=samples,
         converged=done(count, mean, m2),
         num_hvps=samples,
+        finite=jnp.all(jnp.isfinite(mean)) & jnp.all(jnp.isfinite(m2)),
     )
 
 
@@ -614,8 +625,9 @@ def _density_impl(loss_fn, params, batches, probes, sigma, grid, *, num_probes, 
     diff = (grid[:, None, None] - nodes[None]) / sigma
     kernel = jnp.exp(-0.5 * diff * diff) / (sigma * math.sqrt(2 * math.pi))
     density = jnp.sum(kernel * weights[None], axis=(1, 2)) / num_probes
+    finite = jnp.all(jnp.isfinite(nodes)) & jnp.all(jnp.isfinite(weights))
     return SpectralDensityResult(nodes, weights, grid, density, sigma,
-                                 jnp.asarray(num_probes * num_iters, jnp.int32))
+                                 jnp.asarray(num_probes * num_iters, jnp.int32), finite)
 
 
 def hessian_spectral_density(

@@ -368,3 +368,24 @@ def test_plot_spectral_density(monkeypatch):
 def test_bad_input_is_rejected_naming_the_argument(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def test_nan_loss_is_reported_in_finite_not_raised():
+    params = {"a": jnp.ones(3), "b": jnp.ones(2)}
+
+    def nan_loss(p):
+        return jnp.nan * (jnp.sum(p["a"] ** 2) + jnp.sum(p["b"] ** 2))
+
+    def good_loss(p):
+        return jnp.sum(p["a"] ** 2) + 3.0 * jnp.sum(p["b"] ** 2)
+
+    key = jax.random.PRNGKey(0)
+    for loss, expected in ((nan_loss, False), (good_loss, True)):
+        eig = jopt.hessian_eigs(loss, params, k=2, key=key)
+        tr = jopt.hessian_trace(loss, params, key=key, max_samples=20)
+        dens = jopt.hessian_spectral_density(loss, params, num_probes=2, num_iters=3,
+                                             key=key)
+        assert bool(eig.finite) is expected
+        assert bool(tr.finite) is expected
+        assert bool(dens.finite) is expected
+    np.testing.assert_allclose(eig.eigenvalues, [6.0, 6.0], rtol=1e-12)
