@@ -63,6 +63,23 @@ def run_one(problem, method: str, solve: Callable[[Any], dict], *, maxiter: int,
     return rec
 
 
+def add_suite_arguments(ap, methods, maxiter: int) -> None:
+    """The command-line options both suite scripts share (selection, limits, output)."""
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    ap.add_argument("--quick", action="store_true", help="MGH + n = 1000 problems only")
+    ap.add_argument("--problems", default="", help="comma-separated problem names")
+    ap.add_argument("--methods", default="", help=f"comma-separated, from {tuple(methods)}")
+    ap.add_argument("--maxiter", type=int, default=maxiter)
+    ap.add_argument("--guard", type=float, default=60.0,
+                    help="first call longer than this (s): unsolved, not repeated")
+    ap.add_argument("--long", type=float, default=5.0,
+                    help="a first call longer than this (s) is repeated once, not 3 times")
+    ap.add_argument("--shard", default="0/1", help="i/k: run problems i, i+k, ...")
+    ap.add_argument("--out", default="", help="JSON-lines output (appended; resumable)")
+    ap.add_argument("--report", nargs="*", default=None, help="JSON-lines files to tabulate")
+    ap.add_argument("--md", default="", help="write the report here (default: stdout)")
+
+
 def select_problems(args) -> list:
     """The suite filtered by ``--sizes``, ``--quick``, ``--problems`` and ``--shard i/k``."""
     from benchmarks.problems import suite

@@ -276,22 +276,10 @@ def report(paths: list[str], qn_paths: list[str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    ap.add_argument("--quick", action="store_true", help="MGH + n = 1000 problems only")
-    ap.add_argument("--problems", default="", help="comma-separated problem names")
-    ap.add_argument("--methods", default="", help=f"comma-separated, from {ALL_METHODS}")
-    ap.add_argument("--maxiter", type=int, default=2000)
-    ap.add_argument("--guard", type=float, default=60.0,
-                    help="abort a scipy run after this many seconds (counted unsolved)")
-    ap.add_argument("--long", type=float, default=5.0,
-                    help="a first call longer than this (s) is repeated once, not 3 times")
-    ap.add_argument("--shard", default="0/1", help="i/k: run problems i, i+k, ...")
-    ap.add_argument("--out", default="", help="JSON-lines output (appended; resumable)")
+    _suite.add_suite_arguments(ap, ALL_METHODS, maxiter=2000)
     ap.add_argument("--no-wait", action="store_true", help="skip the load-average wait")
-    ap.add_argument("--report", nargs="*", default=None, help="JSON-lines files to tabulate")
     ap.add_argument("--qn", nargs="*", default=["benchmarks/results/qn_shard0.jsonl",
                                                  "benchmarks/results/qn_shard1.jsonl"])
-    ap.add_argument("--md", default="", help="write the report here (default: stdout)")
     args = ap.parse_args(argv)
     if args.report is not None:
         text = report(args.report, args.qn)
