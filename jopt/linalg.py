@@ -128,6 +128,8 @@ class CGResult(NamedTuple):
         and the iteration stopped there.
       curvature_direction: that direction ``p`` (zeros when ``negative_curvature`` is
         False). It satisfies ``pᵀAp <= 0`` up to rounding.
+      curvature: ``pᵀAp`` of that direction (0 when ``negative_curvature`` is False;
+        NaN/Inf when the product was not finite).
     """
 
     x: PyTree
@@ -136,6 +138,7 @@ class CGResult(NamedTuple):
     converged: jax.Array
     negative_curvature: jax.Array
     curvature_direction: PyTree
+    curvature: jax.Array
 
 
 class _CGCarry(NamedTuple):
@@ -146,6 +149,7 @@ class _CGCarry(NamedTuple):
     rz: jax.Array  # rᵀ M⁻¹ r
     rnorm: jax.Array  # ‖r‖₂
     negative: jax.Array
+    pap: jax.Array  # pᵀAp of the last direction
 
 
 def cg(
@@ -239,6 +243,7 @@ def cg(
             rz=jnp.where(negative, c.rz, rz),
             rnorm=jnp.where(negative, c.rnorm, tree_l2_norm(r)),
             negative=negative,
+            pap=pap,
         )
 
     init = _CGCarry(
@@ -249,6 +254,7 @@ def cg(
         rz=tree_vdot(r, z),
         rnorm=rnorm,
         negative=jnp.zeros([], bool),
+        pap=jnp.zeros([], dtype),
     )
     c = jax.lax.while_loop(cond, body, init)
     return CGResult(
@@ -258,6 +264,7 @@ def cg(
         converged=c.rnorm <= tol,
         negative_curvature=c.negative,
         curvature_direction=tree_select(c.negative, c.p, _zeros_like(b)),
+        curvature=jnp.where(c.negative, c.pap, 0).astype(dtype),
     )
 
 

@@ -116,8 +116,10 @@ def _zoom_trial(a_lo, f_lo, d_lo, a_hi, f_hi, d_hi, secant):
         (a_lo * d_hi - a_hi * d_lo) / (d_hi - d_lo),
         _cubic_minimizer(a_lo, f_lo, d_lo, a_hi, f_hi, d_hi),
     )
-    inside = (cubic >= left + 0.1 * width) & (cubic <= right - 0.1 * width)
-    return jnp.where(jnp.isfinite(cubic) & inside, cubic, 0.5 * (a_lo + a_hi))
+    # Too close to an end: move to 10 % inside the bracket (not to its middle), so a
+    # minimizer near one end is approached by factors of 10, not halvings.
+    clipped = jnp.clip(cubic, left + 0.1 * width, right - 0.1 * width)
+    return jnp.where(jnp.isfinite(cubic), clipped, 0.5 * (a_lo + a_hi))
 
 
 def _extrapolation_trial(a_prev, f_prev, d_prev, a, f, d):

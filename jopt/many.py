@@ -60,6 +60,7 @@ from jopt.minimize import (
     _history_size,
     _init_state,
     _InitConfig,
+    _profile,
     _resolve_method,
     _strong,
     minimize_result,
@@ -187,11 +188,14 @@ def _minimize_many(
     init_config = _InitConfig(fun, _history_size(history, history_size, maxiter))
     config = _Config(fun=fun, maxiter=maxiter, maxfev=maxfev, verbose=0)
 
-    states = _compiled_init()(init_config, tx, axes, x0s, args, tol)
+    # The options profile of `minimize` for one member (same kernels, same rounding).
+    member = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), x0s)
+    profile = _profile(False, member)
+    states = _compiled_init(profile)(init_config, tx, axes, x0s, args, tol)
     status = np.asarray(states.status)
     nit = np.asarray(states.nit)
     steps = np.asarray(segment, np.int32)
-    run = _compiled_segment()
+    run = _compiled_segment(profile)
     used, active_counts, lane_iterations = [], [], 0
     while True:
         active = np.flatnonzero(status < 0)
@@ -299,12 +303,12 @@ def _segment_many(config: _Config, tx, axes: tuple, states: SolverState, idx: ja
 
 
 @functools.cache
-def _compiled_init() -> Callable:
+def _compiled_init(profile: str | None) -> Callable:
     return jax.jit(_batched_init, static_argnums=(0, 1, 2),
-                   compiler_options=_COMPILER_OPTIONS.get(jax.default_backend()))
+                   compiler_options=_COMPILER_OPTIONS.get(profile))
 
 
 @functools.cache
-def _compiled_segment() -> Callable:
+def _compiled_segment(profile: str | None) -> Callable:
     return jax.jit(_segment_many, static_argnums=(0, 1, 2), donate_argnums=(3,),
-                   compiler_options=_COMPILER_OPTIONS.get(jax.default_backend()))
+                   compiler_options=_COMPILER_OPTIONS.get(profile))

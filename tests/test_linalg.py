@@ -172,6 +172,17 @@ def test_cg_reports_negative_curvature(dtype):
     assert np.linalg.norm(d) > 0
     assert d.astype(np.float64) @ a @ d.astype(np.float64) <= 1e-6 * np.linalg.norm(d) ** 2
     assert res.curvature_direction["w"].dtype == dtype
+    # The reported curvature is that direction's dᵀAd (dense oracle).
+    np.testing.assert_allclose(float(res.curvature), d.astype(np.float64) @ a
+                               @ d.astype(np.float64), rtol=1e-3 if dtype == jnp.float32
+                               else 1e-10, atol=1e-4 if dtype == jnp.float32 else 1e-10)
+    assert res.curvature.dtype == dtype
+
+
+def test_cg_curvature_is_zero_without_negative_curvature():
+    a = np.diag(np.arange(1.0, N + 1))
+    res = jit_cg(a, tree_from(random_vec(3)), 1e-12)
+    assert not bool(res.negative_curvature) and float(res.curvature) == 0.0
 
 
 def test_cg_negative_curvature_after_progress_keeps_previous_iterate():

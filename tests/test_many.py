@@ -60,8 +60,8 @@ def test_equals_separate_solves_across_rebatching():
 
 
 def quadratic_batch(members: int = 16, n: int = 6):
-    """Per-member conditioning from 1 to 1e6 (iterations 5 to 80); one shared shift."""
-    conds = np.logspace(0, 6, members)
+    """Per-member conditioning from 1 to 1e7 (iterations 4 to ~80); one shared shift."""
+    conds = np.logspace(0, 7, members)
     diags = jnp.asarray(np.stack([np.logspace(0, np.log10(c), n) for c in conds]))
     return jnp.zeros((members, n)), diags, jnp.asarray(0.5)
 
@@ -121,7 +121,7 @@ def test_compiled_once_per_bucket_size_and_reused():
         assert set(stats.buckets) == {10, 8}
         assert len(stats.buckets) > 2  # buckets are reused across segments
 
-    segment_jit = _many_module._compiled_segment()
+    segment_jit = _many_module._compiled_segment("cpu-small")  # 3 elements per member
     before = segment_jit._cache_size()
     solve(0)
     n_traces = len(traces)

@@ -114,3 +114,64 @@ def test_transforms_need_the_objective():
     x = jnp.ones(2)
     with pytest.raises(ValueError, match="needs the objective"):
         opt.update(x, opt.init(x), x)
+
+
+def test_newton_cg_first_step_negative_curvature_is_scaled_steepest_descent():
+    # f = ½xᵀAx with A indefinite and x chosen so that gᵀAg < 0 (g = Ax): CG stops at its
+    # first iteration; the direction is -(gᵀg/|gᵀAg|)·g, as in scipy's Newton-CG.
+    a = np.diag([1.0, -4.0, 2.0])
+    x = jnp.asarray([0.1, 0.5, 0.2])
+    g = a @ np.asarray(x)
+    assert g @ a @ g < 0
+    tx = jopt.transforms.scale_by_newton_cg()
+    d, state = tx.update(jnp.asarray(g), tx.init(x), x,
+                         value_fn=lambda z: 0.5 * z @ jnp.asarray(a) @ z)
+    assert bool(state.negative_curvature) and int(state.cg_iters) == 1
+    np.testing.assert_allclose(np.asarray(d), -(g @ g) / abs(g @ a @ g) * g, rtol=1e-12)
+
+
+def test_trust_ncg_converges_where_f_differences_are_rounding_noise():
+    # A large constant makes f(x) - f(x+p) pure rounding noise once ‖g‖ < ~1e-5, far above
+    # the tolerance: a ρ from f differences is then random and the radius collapses.
+    # ρ by the trapezoid rule (Conn, Gould & Toint §17.4.2) converges.
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((6, 6))
+    a = jnp.asarray(q @ q.T + np.eye(6))
+
+    def f(x):
+        return 1e8 + 0.5 * x @ a @ x + 0.25 * jnp.sum(x**4)
+
+    x0 = jnp.asarray(rng.standard_normal(6))
+    res = jopt.minimize(f, x0, method="trust-ncg", tol=1e-9)
+    assert int(res.status) == jopt.Status.CONVERGED, res.message
+    assert float(jnp.max(jnp.abs(jax.grad(f)(res.x)))) <= 1e-9
+    np.testing.assert_allclose(np.asarray(res.x), np.zeros(6), atol=1e-8)
+
+
+def test_trust_ncg_actual_decrease_by_gradients_is_exact_on_quadratics():
+    from jopt.transforms.newton import _actual_decrease
+
+    a = jnp.asarray([[3.0, 1.0], [1.0, 2.0]])
+    x, p = jnp.asarray([1e-9, -2e-9]), jnp.asarray([-1e-9, 1.5e-9])
+    f = lambda z: 1e6 + 0.5 * z @ a @ z  # noqa: E731
+    exact = 0.5 * x @ a @ x - 0.5 * (x + p) @ a @ (x + p)  # no constant: no rounding
+    got = _actual_decrease(f(x), f(x + p), a @ x, a @ (x + p), p, jnp.asarray(1e-20))
+    np.testing.assert_allclose(float(got), float(exact), rtol=1e-12)
+    # Far above the noise level the difference of values is used.
+    big = _actual_decrease(jnp.asarray(10.0), jnp.asarray(4.0), a @ x, a @ x, p,
+                           jnp.asarray(5.0))
+    assert float(big) == 6.0
+
+
+def test_trust_ncg_radius_grows_past_1000_on_badly_scaled_problems():
+    # MGH #4 (Brown badly scaled): x* = (1e6, 2e-6) from (1, 1). With scipy's cap of 1000
+    # on the radius this takes > 2000 iterations; the default cap (1e10) does not bind.
+    def f(x):
+        return (x[0] - 1e6) ** 2 + (x[1] - 2e-6) ** 2 + (x[0] * x[1] - 2.0) ** 2
+
+    res = jopt.minimize(f, jnp.asarray([1.0, 1.0]), method="trust-ncg", maxiter=200)
+    assert int(res.status) == jopt.Status.CONVERGED, res.message
+    np.testing.assert_allclose(np.asarray(res.x), [1e6, 2e-6], rtol=1e-9)
+    capped = jopt.minimize(f, jnp.asarray([1.0, 1.0]), method=jopt.trust_ncg(max_radius=1e3),
+                           maxiter=200)
+    assert int(capped.status) == jopt.Status.MAXITER

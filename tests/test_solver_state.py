@@ -67,6 +67,20 @@ def test_segmented_run_is_bitwise_minimize(method):
             assert_bitwise(minimize_result(state), ref)
 
 
+@pytest.mark.parametrize("method", ["lbfgs", "newton-cg"])
+def test_segmented_run_is_bitwise_minimize_above_the_small_size(method):
+    # Above `_SMALL` elements the programs compile with the other option profile; the three
+    # pieces must still share it (x0 and state.x have the same size).
+    n = _minimize_module._SMALL + 2
+    x0 = jnp.tile(ROSEN_X0, n // 4 + 1)[:n]
+    assert _minimize_module._profile(False, x0) == "cpu"
+    assert _minimize_module._profile(False, ROSEN_X0) == "cpu-small"
+    assert _minimize_module._profile(True, ROSEN_X0) is None
+    res = jopt.minimize(extended_rosenbrock, x0, method=method, maxiter=12)
+    assert_bitwise(minimize_result(segmented(extended_rosenbrock, x0, [5, 7], method=method,
+                                             maxiter=12)), res)
+
+
 def test_history_off_state_is_all_arrays_and_result_has_no_history():
     state = minimize_init(extended_rosenbrock, ROSEN_X0)
     assert isinstance(state, SolverState)

@@ -30,7 +30,14 @@ from jopt._checks import check_float_tree, check_positive_int
 from jopt.calculus import grad_and_hvp_fn, hessian_matrix
 from jopt.linalg import cg, steihaug_cg
 from jopt.linesearch import LineSearchState, LineSearchStatus, scale_by_strong_wolfe
-from jopt.tree import tree_add_scaled, tree_inf_norm, tree_l2_norm, tree_scale, tree_select
+from jopt.tree import (
+    tree_add_scaled,
+    tree_inf_norm,
+    tree_l2_norm,
+    tree_scale,
+    tree_select,
+    tree_vdot,
+)
 
 PyTree = Any
 
@@ -65,6 +72,14 @@ def _size(tree: PyTree) -> int:
 # ----------------------------------------------------------------------- Newton-CG
 
 
+def _scaled_steepest_descent(grads: PyTree, curvature: jax.Array) -> PyTree:
+    """``-(gᵀg/|gᵀHg|)·g``; plain ``-g`` when the curvature is 0 or not finite."""
+    gg = tree_vdot(grads, grads)
+    scale = gg / jnp.abs(curvature)
+    scale = jnp.where(jnp.isfinite(scale) & (scale > 0), scale, 1.0)
+    return tree_scale(-scale, grads)
+
+
 class NewtonCGState(NamedTuple):
     """State of :func:`scale_by_newton_cg`."""
 
@@ -77,8 +92,10 @@ class NewtonCGState(NamedTuple):
 def scale_by_newton_cg(maxiter: int | None = None) -> optax.GradientTransformationExtraArgs:
     """Truncated-Newton direction: CG on ``∇²f p = -∇f`` stopped by the forcing term.
 
-    Negative curvature met at the first CG iteration gives the steepest-descent direction
-    ``-∇f``; met later, the CG iterate so far (N&W Alg. 7.1). Chain with a line search (see
+    Negative curvature met at the first CG iteration gives the steepest-descent direction,
+    scaled by the curvature's magnitude, ``-(‖g‖²/|gᵀ∇²f g|)·g`` (so the unit trial step
+    is the step to the minimum of the quadratic with |curvature|, as in scipy's
+    Newton-CG); met later, the CG iterate so far (N&W Alg. 7.1). Chain with a line search (see
     :func:`newton_cg`). ``maxiter`` bounds the CG iterations per outer step (default
     ``20·n`` as in scipy, capped at 1000).
     """
@@ -97,7 +114,7 @@ def scale_by_newton_cg(maxiter: int | None = None) -> optax.GradientTransformati
         limit = maxiter or min(20 * _size(params), 1000)
         res = cg(hvp, tree_scale(-1.0, grads), rtol=_forcing_rtol(grads), maxiter=limit)
         first = res.negative_curvature & (res.num_iters <= 1)
-        direction = tree_select(first, tree_scale(-1.0, grads), res.x)
+        direction = tree_select(first, _scaled_steepest_descent(grads, res.curvature), res.x)
         return direction, NewtonCGState(
             num_hvp=state.num_hvp + res.num_iters,
             num_grad_evals=state.num_grad_evals + 1,
@@ -125,6 +142,24 @@ def newton_cg(
 # ------------------------------------------------------------- trust-region Newton-CG
 
 
+def _actual_decrease(value, trial_value, grads, trial_grad, step, predicted):
+    """``f(x) - f(x + p)``, by the trapezoid rule where f's difference is rounding noise.
+
+    Near a minimizer the predicted decrease falls to the rounding level of ``f`` (e.g.
+    ``|f| ~ 1e4``, ``‖g‖ ~ 1e-6``): the difference of two f values is then noise, ρ is
+    random and the radius collapses before ``‖∇f‖`` reaches the tolerance. There the
+    decrease is ``-½ (∇f(x) + ∇f(x+p))ᵀ p`` (exact for quadratics, error O(‖p‖³)),
+    which uses the gradient already evaluated at the trial point — Conn, Gould & Toint,
+    *Trust-Region Methods* (2000), §17.4.2 (computing ρ accurately).
+    """
+    eps = jnp.finfo(predicted.dtype).eps
+    noise = 1000.0 * eps * jnp.maximum(jnp.abs(value), jnp.abs(trial_value))
+    by_values = value - trial_value
+    by_gradients = -0.5 * (tree_vdot(grads, step) + tree_vdot(trial_grad, step))
+    return jnp.where((predicted <= noise) & jnp.isfinite(by_gradients), by_gradients,
+                     by_values)
+
+
 class TrustNCGState(NamedTuple):
     """State of :func:`trust_ncg`; ``record`` carries value/gradient at the current point."""
 
@@ -138,7 +173,7 @@ class TrustNCGState(NamedTuple):
 
 def trust_ncg(
     initial_radius: float = 1.0,
-    max_radius: float = 1000.0,
+    max_radius: float = 1e10,
     eta: float = 0.15,
     maxiter: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -149,8 +184,11 @@ def trust_ncg(
     compares actual with predicted decrease, ``ρ``. The radius shrinks to ``‖p‖/4`` when
     ``ρ < 1/4`` and doubles (up to ``max_radius``) when ``ρ > 3/4`` on the boundary; the step
     is taken when ``ρ > eta`` (N&W Alg. 4.1). A rejected step returns zero updates and keeps
-    the value and gradient at ``x``: no evaluation is repeated. A radius collapsing below
-    machine precision relative to ``x`` ends with ``record.status = FAILED``.
+    the value and gradient at ``x``: no evaluation is repeated. Where the predicted decrease
+    is at the rounding level of ``f``, the actual decrease in ``ρ`` is measured with the
+    gradients (trapezoid rule, Conn, Gould & Toint 2000 §17.4.2), so the radius does not
+    collapse on rounding noise before ``‖∇f‖`` reaches the tolerance. A radius collapsing
+    below machine precision relative to ``x`` ends with ``record.status = FAILED``.
 
     Args:
       initial_radius, max_radius: trust radii (``0 < initial <= max``).
@@ -190,8 +228,8 @@ def trust_ncg(
         limit = maxiter or min(20 * _size(params), 1000)
         sub = steihaug_cg(hvp, grads, state.radius, rtol=_forcing_rtol(grads), maxiter=limit)
         trial_value, trial_grad = value_and_grad(tree_add_scaled(params, 1.0, sub.step))
-        actual = value - trial_value
         predicted = sub.model_decrease
+        actual = _actual_decrease(value, trial_value, grads, trial_grad, sub.step, predicted)
         finite = jnp.isfinite(trial_value) & jnp.isfinite(tree_inf_norm(trial_grad))
         ratio = jnp.where(finite & (predicted > 0), actual / jnp.where(predicted > 0,
                                                                          predicted, 1.0),
