@@ -276,7 +276,7 @@ def report(paths: list[str], qn_paths: list[str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    _suite.add_suite_arguments(ap, ALL_METHODS, maxiter=2000)
+    _suite.add_suite_arguments(ap, ALL_METHODS, maxiter=10_000)
     ap.add_argument("--no-wait", action="store_true", help="skip the load-average wait")
     ap.add_argument("--qn", nargs="*", default=["benchmarks/results/qn_shard0.jsonl",
                                                  "benchmarks/results/qn_shard1.jsonl"])

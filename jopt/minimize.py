@@ -212,7 +212,7 @@ class SolverState(NamedTuple):
 # Iterations without progress (f decreasing by more than rounding, or ‖∇f‖∞ halving) after
 # which a run ends with PRECISION: at the rounding floor a line search can keep "succeeding"
 # on noise forever (tested: an unreachable `tol` would otherwise run to `maxiter`).
-_STALL_LIMIT = 50
+_STALL_LIMIT = 200
 
 
 def _transform_counts(opt_state: PyTree) -> jax.Array:
@@ -352,8 +352,8 @@ def minimize(
     # small solve.)
     x0 = jax.tree.map(_strong, x0)
     dtype = np.result_type(*(leaf.dtype for leaf in jax.tree.leaves(x0)))
-    tol, ftol, xtol = (_strong(t, dtype) for t in (tol, ftol, xtol))
     nested = _traced((x0, args))
+    tol, ftol, xtol = (_tolerance(t, dtype, nested) for t in (tol, ftol, xtol))
     # Concrete args carry no derivative: stop_gradient and the implicit-derivative rule
     # (eager custom_jvp calls that cost more than a small solve) only matter when traced.
     fixed_args = jax.lax.stop_gradient(args) if nested else args
@@ -491,6 +491,19 @@ def _result_fn(batch_dims: int) -> Callable[[SolverState], MinimizeResult]:
     for _ in range(batch_dims):
         fn = jax.vmap(fn)
     return jax.jit(fn)
+
+
+def _tolerance(value: Any, dtype: Any, nested: bool) -> Any:
+    """A tolerance as a strongly-typed array; Python numbers become cached device scalars
+    outside a trace (a numpy argument is copied to the device on every call)."""
+    if not nested and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _device_scalar(float(value), np.dtype(dtype))
+    return _strong(value, dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _device_scalar(value: float, dtype: np.dtype) -> jax.Array:
+    return jnp.asarray(value, dtype)
 
 
 def _strong(a: Any, dtype: Any = None) -> Any:
