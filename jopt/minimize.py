@@ -190,7 +190,8 @@ class SolverState(NamedTuple):
       f_hist / g_hist: per-iteration ``f`` and ``‖∇f‖∞`` buffers (length 0 without history).
       stall: iterations since the last progress (a decrease of ``f`` above rounding, or
         ``‖∇f‖∞`` at most half its value at the last progress); ``_STALL_LIMIT`` of them
-        end the run with ``PRECISION``.
+        end the run with ``PRECISION``. Counted only for transforms with a line search or
+        trust region (a jopt ``LineSearchState`` in their state).
       ref_gnorm: ``‖∇f‖∞`` at the last progress.
     """
 
@@ -723,10 +724,12 @@ def _iterate(config: _Config, tx, state: SolverState, args, tol, ftol, xtol,
         restart = ls_failed & ~s.fresh
         ls_failed = ls_failed & s.fresh
         # Progress: f decreased by more than rounding, or ‖∇f‖∞ halved since the last
-        # progress. Moves without either (at the rounding floor) are counted.
+        # progress. Moves without either (at the rounding floor) are counted — for methods
+        # with a line search or trust region, which can "succeed" on rounding noise; a plain
+        # first-order method's tiny steps are progress the test could not see.
         noise = 10 * jnp.finfo(dtype).eps * jnp.maximum(jnp.abs(s.f), jnp.abs(f_new))
         progress = finite & ((f_new < s.f - noise) | (gnorm <= 0.5 * s.ref_gnorm))
-        stall = jnp.where(progress, 0, s.stall + moved.astype(jnp.int32))
+        stall = jnp.where(progress, 0, s.stall + moved.astype(jnp.int32)) if has_ls else s.stall
         ref_gnorm = jnp.where(progress, gnorm, s.ref_gnorm)
         status = jnp.select(
             [~finite, ls_failed & at_precision, ls_failed, gnorm <= tol,

@@ -334,3 +334,14 @@ def test_property_random_convex_quadratic_on_pytrees(sizes, seed):
     assert int(res.status) == 0, res.message
     got = jax.flatten_util.ravel_pytree(res.x)[0]
     np.testing.assert_allclose(got, np.linalg.solve(np.asarray(a), np.asarray(b)), atol=1e-8)
+
+
+def test_stall_rule_leaves_plain_first_order_methods_running():
+    # f changes by less than rounding per step (|f| = 1e8, tiny steps), but SGD is making
+    # progress in x: no PRECISION stop, it runs to maxiter.
+    def f(x):
+        return 1e8 + jnp.sum((x - 1.0) ** 2)
+
+    res = jopt.minimize(f, jnp.zeros(3), method=optax.sgd(1e-9), maxiter=300)
+    assert int(res.status) == jopt.Status.MAXITER, res.message
+    assert float(res.x[0]) > 0.0
