@@ -339,6 +339,13 @@ def minimize(
       The stopping tests and status texts follow ``scipy.optimize.minimize``; the
       solvers' references are in :mod:`jopt.transforms.quasi_newton`.
     """
+    key = _fast_key(fun, x0, method, args, (tol, ftol, xtol),
+                    (maxiter, maxfev, history, history_size, verbose))
+    hit = _FAST_CALLS.get(key) if key is not None else None
+    if hit is not None:  # checked before with the same static inputs: call directly
+        run, config, tx, dtype = hit
+        tol, ftol, xtol = (_device_scalar(float(t), dtype) for t in (tol, ftol, xtol))
+        return run(config, tx, x0, args, tol, ftol, xtol, _no_limit())[0]
     tx = _resolve_method(method)
     check_float_tree("x0", x0)
     _check_run_options(args, tol, ftol, xtol, maxiter, maxfev)
@@ -363,6 +370,8 @@ def minimize(
     no_limit = _NO_LIMIT if nested else _no_limit()
     res, _ = _call(_compiled_loop, (config, tx),
                    (x0, fixed_args, tol, ftol, xtol, no_limit), nested, x0)
+    if key is not None:
+        _remember(key, (_compiled_loop(_profile(False, x0)), config, tx, np.dtype(dtype)))
     if implicit_diff and nested and jax.tree.leaves(args):
         # d x*/d args by the implicit function theorem (CG on HVPs), d f*/d args by the
         # envelope theorem; nothing is differentiated through the while_loop.
@@ -492,6 +501,49 @@ def _result_fn(batch_dims: int) -> Callable[[SolverState], MinimizeResult]:
     for _ in range(batch_dims):
         fn = jax.vmap(fn)
     return jax.jit(fn)
+
+
+# Eager calls already checked, keyed by their static inputs and the avals of x0 and args:
+# a repeat call skips the argument checks and conversions (~50-100 µs of Python, as much
+# as a small solve) and calls the compiled program directly. Bounded (a new `fun` object
+# per call would otherwise grow it).
+_FAST_CALLS: dict = {}
+_FAST_CALLS_MAX = 128
+
+
+def _fast_key(fun: Callable, x0: PyTree, method: Any, args: tuple, tolerances: tuple,
+              options: tuple) -> tuple | None:
+    """The cache key of an eager call, or ``None`` when it must take the checked path."""
+    if not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in tolerances):
+        return None
+    tol, ftol, xtol = tolerances
+    if not (tol > 0 and ftol >= 0 and xtol >= 0):  # the checked path raises the error
+        return None
+    x_leaves, x_def = jax.tree.flatten(x0)
+    a_leaves, a_def = jax.tree.flatten(args)
+    avals = []
+    for leaf in (*x_leaves, *a_leaves):
+        if isinstance(leaf, np.ndarray) and leaf.dtype.kind in "fiub":
+            avals.append((leaf.shape, leaf.dtype, False))
+        elif isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer):
+            avals.append((leaf.shape, leaf.dtype, leaf.weak_type))
+        else:
+            return None
+    if not x_leaves or any(weak for _, _, weak in avals[:len(x_leaves)]):
+        return None  # a weakly-typed x0 is converted on the checked path
+    try:
+        key = (fun, method, options, x_def, a_def, tuple(avals),
+               tuple(type(t) for t in tolerances))
+        hash(key)
+    except TypeError:  # an unhashable method or fun: no fast path
+        return None
+    return key
+
+
+def _remember(key: tuple, value: tuple) -> None:
+    if len(_FAST_CALLS) >= _FAST_CALLS_MAX:
+        _FAST_CALLS.pop(next(iter(_FAST_CALLS)))
+    _FAST_CALLS[key] = value
 
 
 def _tolerance(value: Any, dtype: Any, nested: bool) -> Any:

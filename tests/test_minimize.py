@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -345,3 +347,54 @@ def test_stall_rule_leaves_plain_first_order_methods_running():
     res = jopt.minimize(f, jnp.zeros(3), method=optax.sgd(1e-9), maxiter=300)
     assert int(res.status) == jopt.Status.MAXITER, res.message
     assert float(res.x[0]) > 0.0
+
+
+def test_repeat_eager_calls_take_the_cached_path_and_still_check_inputs():
+    minimize_module = sys.modules["jopt.minimize"]
+    f, x0 = PROBLEMS["rosenbrock-2"]
+    x0 = jnp.asarray(x0)
+    first = jopt.minimize(f, x0, method="bfgs", tol=1e-7)
+    key = minimize_module._fast_key(f, x0, "bfgs", (), (1e-7, 0.0, 0.0),
+                                    (10_000, None, False, None, 0))
+    assert key in minimize_module._FAST_CALLS
+    again = jopt.minimize(f, x0, method="bfgs", tol=1e-7)
+    for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(again), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # Bad values after a cached call still raise; other tolerances give other answers.
+    with pytest.raises(ValueError, match="`tol` must be > 0"):
+        jopt.minimize(f, x0, method="bfgs", tol=-1.0)
+    with pytest.raises(ValueError, match="`ftol` must be >= 0"):
+        jopt.minimize(f, x0, method="bfgs", tol=1e-7, ftol=float("nan"))
+    loose = jopt.minimize(f, x0, method="bfgs", tol=1e-2)
+    assert int(loose.nit) < int(first.nit)
+    # Weakly-typed x0 and Python-number args take the checked path and agree.
+    weak = jopt.minimize(f, jnp.full(2, 0.0) + x0 * 1.0, method="bfgs", tol=1e-7)
+    np.testing.assert_array_equal(np.asarray(weak.x), np.asarray(first.x))
+    assert minimize_module._fast_key(f, x0, "bfgs", (1.0,), (1e-7, 0.0, 0.0), ()) is None
+    assert minimize_module._fast_key(f, jnp.full(2, 0.0), "bfgs", (), (1e-7, 0.0, 0.0),
+                                     ()) is None
+
+
+def test_cached_path_is_bounded():
+    minimize_module = sys.modules["jopt.minimize"]
+    x0 = jnp.ones(2)
+    for i in range(minimize_module._FAST_CALLS_MAX + 5):
+        minimize_module._remember(("dummy", i), None)
+    assert len(minimize_module._FAST_CALLS) <= minimize_module._FAST_CALLS_MAX
+    res = jopt.minimize(lambda x: jnp.sum((x - 3.0) ** 2), x0)  # still works after eviction
+    np.testing.assert_allclose(np.asarray(res.x), [3.0, 3.0], rtol=1e-8)
+
+
+def test_cached_path_accepts_numpy_inputs():
+    minimize_module = sys.modules["jopt.minimize"]
+    f, x0 = PROBLEMS["rosenbrock-2"]
+    x0 = np.asarray(x0, np.float64)
+    first = jopt.minimize(f, x0, method="lbfgs", tol=1e-8)
+    assert minimize_module._fast_key(f, x0, "lbfgs", (), (1e-8, 0.0, 0.0),
+                                     (10_000, None, False, None, 0)) in minimize_module._FAST_CALLS
+    again = jopt.minimize(f, x0, method="lbfgs", tol=1e-8)
+    np.testing.assert_array_equal(np.asarray(again.x), np.asarray(first.x))
+    assert again.x.dtype == jnp.float64 and int(again.nfev) == int(first.nfev)
+    # An integer x0 is still rejected (never cached: the checked path raises).
+    with pytest.raises(TypeError, match="floating-point"):
+        jopt.minimize(f, np.asarray([1, 2]), method="lbfgs")
