@@ -344,7 +344,7 @@ def minimize(
     hit = _FAST_CALLS.get(key) if key is not None else None
     if hit is not None:  # checked before with the same static inputs: call directly
         run, config, tx, dtype = hit
-        tol, ftol, xtol = (_device_scalar(float(t), dtype) for t in (tol, ftol, xtol))
+        tol, ftol, xtol = (_tolerance(t, dtype, False) for t in (tol, ftol, xtol))
         return run(config, tx, x0, args, tol, ftol, xtol, _no_limit())[0]
     tx = _resolve_method(method)
     check_float_tree("x0", x0)
@@ -779,10 +779,12 @@ def _iterate(config: _Config, tx, state: SolverState, args, tol, ftol, xtol,
         # progress. Moves without either (at the rounding floor) are counted — for methods
         # with a line search or trust region, which can "succeed" on rounding noise; a plain
         # first-order method's tiny steps are progress the test could not see.
-        noise = 10 * jnp.finfo(dtype).eps * jnp.maximum(jnp.abs(s.f), jnp.abs(f_new))
-        progress = finite & ((f_new < s.f - noise) | (gnorm <= 0.5 * s.ref_gnorm))
-        stall = jnp.where(progress, 0, s.stall + moved.astype(jnp.int32)) if has_ls else s.stall
-        ref_gnorm = jnp.where(progress, gnorm, s.ref_gnorm)
+        stall, ref_gnorm = s.stall, s.ref_gnorm
+        if has_ls:
+            noise = 10 * jnp.finfo(dtype).eps * jnp.maximum(jnp.abs(s.f), jnp.abs(f_new))
+            progress = finite & ((f_new < s.f - noise) | (gnorm <= 0.5 * s.ref_gnorm))
+            stall = jnp.where(progress, 0, s.stall + moved.astype(jnp.int32))
+            ref_gnorm = jnp.where(progress, gnorm, s.ref_gnorm).astype(s.ref_gnorm.dtype)
         status = jnp.select(
             [~finite, ls_failed & at_precision, ls_failed, gnorm <= tol,
              (ftol > 0) & small_f, (xtol > 0) & small_x, stall >= _STALL_LIMIT,
@@ -813,7 +815,7 @@ def _iterate(config: _Config, tx, state: SolverState, args, tol, ftol, xtol,
         opt_state = jax.lax.cond(restart, lambda: tx.init(s.x), lambda: opt_state)
         fresh = restart | (s.fresh & ~moved)  # until the restarted method makes progress
         return SolverState(x_out, f_out, g_out, opt_state, nit, nfev, status, base, fresh,
-                           f_hist, g_hist, stall, ref_gnorm.astype(s.ref_gnorm.dtype))
+                           f_hist, g_hist, stall, ref_gnorm)
 
     if num_steps is None:
         return jax.lax.while_loop(lambda s: s.status < 0, body, state)

@@ -367,8 +367,10 @@ def test_repeat_eager_calls_take_the_cached_path_and_still_check_inputs():
         jopt.minimize(f, x0, method="bfgs", tol=1e-7, ftol=float("nan"))
     loose = jopt.minimize(f, x0, method="bfgs", tol=1e-2)
     assert int(loose.nit) < int(first.nit)
-    # Weakly-typed x0 and Python-number args take the checked path and agree.
-    weak = jopt.minimize(f, jnp.full(2, 0.0) + x0 * 1.0, method="bfgs", tol=1e-7)
+    # A weakly-typed x0 (same values) and Python-number args take the checked path.
+    weak_x0 = jnp.full(2, float(x0[0])).at[1].set(float(x0[1]))
+    assert weak_x0.weak_type
+    weak = jopt.minimize(f, weak_x0, method="bfgs", tol=1e-7)
     np.testing.assert_array_equal(np.asarray(weak.x), np.asarray(first.x))
     assert minimize_module._fast_key(f, x0, "bfgs", (1.0,), (1e-7, 0.0, 0.0), ()) is None
     assert minimize_module._fast_key(f, jnp.full(2, 0.0), "bfgs", (), (1e-7, 0.0, 0.0),
