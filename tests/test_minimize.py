@@ -245,6 +245,54 @@ def test_lbfgs_in_a_users_own_loop_matches_minimize():
     np.testing.assert_allclose(x, ref.x, rtol=1e-9)
 
 
+DIRECTIONS = {"lbfgs": jopt.scale_by_lbfgs, "bfgs": jopt.scale_by_bfgs,
+              "cg": jopt.scale_by_nonlinear_cg}
+
+
+@pytest.mark.parametrize("kind", sorted(DIRECTIONS))
+def test_zero_step_restarts_the_direction_as_a_fresh_state(kind):
+    """After a zero step (a failed search), the next two directions equal a fresh state's."""
+    f = rosenbrock
+    tx = DIRECTIONS[kind]()
+    grad = jax.grad(f)
+    xs = [jnp.asarray([-1.2, 1.0, 0.3]) + 0.05 * k for k in range(5)]
+    state = tx.init(xs[0])
+    for x in xs:  # build up curvature memory
+        _, state = tx.update(grad(x), state, x)
+    x_r, x_2 = xs[-1], xs[-1] + jnp.asarray([0.01, -0.02, 0.03])
+    d1, restarted = tx.update(grad(x_r), state, x_r)  # same point again: a zero step
+    d2, _ = tx.update(grad(x_2), restarted, x_2)
+    fresh = tx.init(x_r)
+    e1, fresh = tx.update(grad(x_r), fresh, x_r)
+    e2, _ = tx.update(grad(x_2), fresh, x_2)
+    np.testing.assert_array_equal(d1, e1)
+    np.testing.assert_array_equal(d2, e2)
+    # Without the restart the memory would shape d1: it differs from steepest descent.
+    if kind != "cg":
+        before, _ = tx.update(grad(xs[-1]), state, xs[-1] + 1e-3)
+        assert not np.allclose(before / np.linalg.norm(before), e1 / np.linalg.norm(e1))
+
+
+@pytest.mark.parametrize("kind", sorted(DIRECTIONS))
+def test_self_restart_equals_replacing_the_state(kind):
+    """minimize's two restart paths (the transform's own, and swapping in ``tx.init``)
+    give the same run; the chosen line search fails often enough to restart."""
+    cg = kind == "cg"
+    search = jopt.scale_by_strong_wolfe(c1=0.3, c2=0.4 if cg else 0.9, max_steps=2,
+                                        initial_step="adaptive" if cg else "unit")
+    own = optax.chain(DIRECTIONS[kind](), search)
+    # An extra stateful no-op hides the self-restarting state: the driver swaps states.
+    swapped = optax.chain(DIRECTIONS[kind](), optax.scale_by_schedule(lambda c: 1.0), search)
+    x0 = jnp.asarray([-1.2, 1.0, -1.2, 1.0, 0.5])
+    a = jopt.minimize(rosenbrock, x0, method=own, maxiter=3000)
+    state = jopt.minimize_run(rosenbrock, jopt.minimize_init(rosenbrock, x0, method=swapped),
+                              method=swapped, maxiter=3000)
+    b = jopt.minimize_result(state)
+    assert int(state.base[0]) > 0  # the swapped run did restart
+    np.testing.assert_array_equal(a.x, b.x)
+    assert (int(a.nit), int(a.nfev), int(a.status)) == (int(b.nit), int(b.nfev), int(b.status))
+
+
 def test_strong_wolfe_conditions_hold_at_accepted_step():
     f = beale
     x = jnp.asarray([1.0, 1.0])

@@ -12,6 +12,13 @@ Curvature pairs with ``sᵀy ≤ ε‖s‖‖y‖`` (``ε`` scales with the dtyp
 skipped instead of dividing by a tiny or negative number, so tiny or non-finite pairs
 never poison the approximation with NaN/Inf.
 
+Restarts: a zero step since the last call (a failed line search, which takes no step)
+discards the curvature information, and the next direction is steepest descent, exactly as
+from a freshly initialised state (scipy's L-BFGS-B restarts the same way). The transforms
+do this themselves, with a few scalar selects, so a driver never has to replace their
+state: ``jopt.minimize`` relies on it, because swapping an L-BFGS state of ``2·m·n``
+numbers in and out of a ``lax.cond`` copied the whole history every iteration.
+
 References:
   Nocedal, J. & Wright, S. J. (2006). Numerical Optimization, 2nd ed.: §6.1 (BFGS, eq.
   6.17, initial scaling eq. 6.20), Algorithms 7.4/7.5 (L-BFGS two-loop recursion and
@@ -64,10 +71,11 @@ def _sub(a: PyTree, b: PyTree) -> PyTree:
 
 
 def _pair_is_usable(s: PyTree, y: PyTree, has_prev: jax.Array) -> tuple[jax.Array, ...]:
+    """``(ok, sᵀy, yᵀy, sᵀs)``: whether the pair passes the relative curvature test."""
     sy, yy, ss = tree_vdot(s, y), tree_vdot(y, y), tree_vdot(s, s)
     eps = curvature_eps(sy.dtype)
     ok = has_prev & jnp.isfinite(sy) & jnp.isfinite(yy) & (sy > eps * jnp.sqrt(ss * yy))
-    return ok, sy, yy
+    return ok, sy, yy, ss
 
 
 # -------------------------------------------------------------------------- L-BFGS
@@ -122,7 +130,8 @@ def scale_by_lbfgs(memory_size: int = 10) -> optax.GradientTransformationExtraAr
 
     ``H_0 = γ I`` with ``γ = sᵀy/yᵀy`` of the newest pair (N&W eq. 7.20); before the first
     pair ``γ = 1/‖∇f‖`` (a unit-length steepest-descent trial step). Pairs failing the
-    relative curvature test are skipped. Chain with a line search (see :func:`lbfgs`).
+    relative curvature test are skipped; a zero step since the last call clears the
+    memory (restart). Chain with a line search (see :func:`lbfgs`).
     """
     check_positive_int("memory_size", memory_size)
 
@@ -146,7 +155,12 @@ def scale_by_lbfgs(memory_size: int = 10) -> optax.GradientTransformationExtraAr
         if params is None:
             raise ValueError("scale_by_lbfgs needs `params`: call update(grads, state, params).")
         s, y = _sub(params, state.prev_params), _sub(grads, state.prev_grad)
-        ok, sy, yy = _pair_is_usable(s, y, state.count > 0)
+        ok, sy, yy, ss = _pair_is_usable(s, y, state.count > 0)
+        # A zero step (failed line search) restarts: with every ρ = 0 and γ = 0 the stored
+        # pairs contribute exact zeros to the two-loop recursion, as empty slots do.
+        restart = (state.count > 0) & (ss == 0)
+        rho = jnp.where(restart, 0.0, state.rho).astype(state.rho.dtype)
+        gamma = jnp.where(restart, 0.0, state.gamma).astype(state.gamma.dtype)
 
         def write(history, new):
             return jax.tree.map(
@@ -157,9 +171,9 @@ def scale_by_lbfgs(memory_size: int = 10) -> optax.GradientTransformationExtraAr
             count=state.count + 1,
             s_history=write(state.s_history, s),
             y_history=write(state.y_history, y),
-            rho=jnp.where(ok, state.rho.at[state.head].set(rho_new), state.rho),
+            rho=jnp.where(ok, rho.at[state.head].set(rho_new), rho),
             head=jnp.where(ok, (state.head + 1) % memory_size, state.head),
-            gamma=jnp.where(ok, sy / jnp.where(ok, yy, 1.0), state.gamma).astype(
+            gamma=jnp.where(ok, sy / jnp.where(ok, yy, 1.0), gamma).astype(
                 state.gamma.dtype),
             prev_params=params,
             prev_grad=grads,
@@ -207,8 +221,8 @@ def scale_by_bfgs() -> optax.GradientTransformationExtraArgs:
     """BFGS direction ``d = -H_k ∇f`` with the dense inverse update (N&W eq. 6.17).
 
     Before the first update ``H_0`` is rescaled to ``(yᵀs/yᵀy) I`` (N&W eq. 6.20); pairs
-    failing the curvature test leave ``H`` unchanged. Memory is ``n²``: meant for ``n`` up
-    to a few thousand.
+    failing the curvature test leave ``H`` unchanged; a zero step since the last call
+    restarts from the identity. Memory is ``n²``: meant for ``n`` up to a few thousand.
     """
 
     def init(params: PyTree) -> BFGSState:
@@ -228,9 +242,12 @@ def scale_by_bfgs() -> optax.GradientTransformationExtraArgs:
         s, _ = ravel_pytree(_sub(params, state.prev_params))
         y, _ = ravel_pytree(_sub(grads, state.prev_grad))
         g, unravel = ravel_pytree(grads)
-        ok, sy, yy = _pair_is_usable(s, y, state.count > 0)
-        h = state.inv_hessian
-        h = jnp.where(ok & (state.count == 1), (sy / jnp.where(ok, yy, 1.0)) * h, h)
+        # A zero step (failed line search) restarts, as from a fresh state: count 0 gives
+        # steepest descent now, and H is rebuilt from the identity at the next pair.
+        count = jnp.where((state.count > 0) & (s @ s == 0), 0, state.count)
+        ok, sy, yy, _ = _pair_is_usable(s, y, count > 0)
+        h = jnp.where(count == 1, jnp.eye(g.size, dtype=g.dtype), state.inv_hessian)
+        h = jnp.where(ok & (count == 1), (sy / jnp.where(ok, yy, 1.0)) * h, h)
         safe_sy = jnp.where(ok, sy, 1.0)
         hy = h @ y
         updated = (
@@ -239,10 +256,10 @@ def scale_by_bfgs() -> optax.GradientTransformationExtraArgs:
             - (jnp.outer(hy, s) + jnp.outer(s, hy)) / safe_sy
         )
         h = jnp.where(ok, updated, h)
-        first = state.count == 0
+        first = count == 0
         direction = jnp.where(first, -g / jnp.maximum(jnp.linalg.norm(g),
                                                        jnp.finfo(g.dtype).tiny), -(h @ g))
-        new_state = BFGSState(state.count + 1, h, params, grads)
+        new_state = BFGSState(count + 1, h, params, grads)
         return unravel(direction), new_state
 
     return optax.GradientTransformationExtraArgs(init, update)
@@ -300,7 +317,8 @@ def scale_by_nonlinear_cg(
       restart_every: restart with ``-g`` every this many steps (default: the dimension ``n``).
       eta: HZ lower-bound parameter ``η``.
 
-    Restarts also happen when ``d_k`` is not a descent direction or ``β`` is not finite,
+    Restarts also happen when ``d_k`` is not a descent direction, ``β`` is not finite or
+    the gradient did not change (a zero step: the last line search failed),
     and (except for HZ, which guarantees descent) when successive gradients are far from
     orthogonal, ``|g_kᵀg_{k-1}| ≥ 0.2‖g_k‖²`` (Powell's test, N&W eq. 5.52).
     """
@@ -318,16 +336,20 @@ def scale_by_nonlinear_cg(
         del params, extra
         n = sum(x.size for x in jax.tree.leaves(grads))
         period = restart_every or n
+        # An unchanged gradient means a zero step (failed line search): restart, as from a
+        # fresh state (count 0).
+        y = _sub(grads, state.prev_grad)
+        count = jnp.where((state.count > 0) & (tree_vdot(y, y) == 0), 0, state.count)
         b = _cg_beta(beta, grads, state.prev_grad, state.prev_direction, eta)
         direction = jax.tree.map(lambda g, d: -g + b.astype(g.dtype) * d, grads,
                                  state.prev_direction)
         gg = tree_vdot(grads, grads)
-        restart = (state.count % period == 0) | ~jnp.isfinite(b)
+        restart = (count % period == 0) | ~jnp.isfinite(b)
         restart |= ~(tree_vdot(grads, direction) < 0)
         if beta != "hz":
             restart |= jnp.abs(tree_vdot(grads, state.prev_grad)) >= 0.2 * gg
         direction = tree_select(restart, tree_scale(-1.0, grads), direction)
-        return direction, NonlinearCGState(state.count + 1, grads, direction)
+        return direction, NonlinearCGState(count + 1, grads, direction)
 
     return optax.GradientTransformationExtraArgs(init, update)
 

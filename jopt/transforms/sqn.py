@@ -221,7 +221,7 @@ def sqn(
         average = tree_scale(1.0 / update_every, iterate_sum)
         form = window_end & (state.num_averages > 0)
         s, y = curvature_pair(hessian_fn, average, state.prev_average, form)
-        ok, sy, yy = _pair_is_usable(s, y, form)
+        ok, sy, yy, _ = _pair_is_usable(s, y, form)
         stored = _store_pair(state, s, y, ok, sy, yy)
 
         def at_end(new, old):
