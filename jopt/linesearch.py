@@ -104,27 +104,24 @@ def _cubic_minimizer(a, fa, da, b, fb, db):
     return b - (b - a) * (db + d2 - d1) / (db - da + 2.0 * d2)
 
 
-def _zoom_trial(a_lo, f_lo, d_lo, a_hi, f_hi, d_hi, secant):
-    """Safeguarded cubic step inside the bracket; bisection when the cubic is unusable.
+def _zoom_trial(a_lo, d_lo, a_hi, d_hi, cubic, secant):
+    """Safeguarded ``cubic`` step (the cubic through the bracket's ends) inside the bracket;
+    bisection when it is unusable.
 
     With ``secant`` (f values are rounding noise) the derivative secant is used instead.
     """
     left, right = jnp.minimum(a_lo, a_hi), jnp.maximum(a_lo, a_hi)
     width = right - left
-    cubic = jnp.where(
-        secant,
-        (a_lo * d_hi - a_hi * d_lo) / (d_hi - d_lo),
-        _cubic_minimizer(a_lo, f_lo, d_lo, a_hi, f_hi, d_hi),
-    )
+    cubic = jnp.where(secant, (a_lo * d_hi - a_hi * d_lo) / (d_hi - d_lo), cubic)
     # Too close to an end: move to 10 % inside the bracket (not to its middle), so a
     # minimizer near one end is approached by factors of 10, not halvings.
     clipped = jnp.clip(cubic, left + 0.1 * width, right - 0.1 * width)
     return jnp.where(jnp.isfinite(cubic), clipped, 0.5 * (a_lo + a_hi))
 
 
-def _extrapolation_trial(a_prev, f_prev, d_prev, a, f, d):
-    """Next trial while bracketing: cubic extrapolation clamped to ``[1.1α, 4α]``."""
-    cubic = _cubic_minimizer(a_prev, f_prev, d_prev, a, f, d)
+def _extrapolation_trial(a, cubic):
+    """Next trial while bracketing: the ``cubic`` through the last two trials' minimizer,
+    as an extrapolation clamped to ``[1.1α, 4α]``."""
     guess = jnp.where(jnp.isfinite(cubic) & (cubic > a), cubic, 4.0 * a)
     return jnp.clip(guess, 1.1 * a, 4.0 * a)
 
@@ -216,11 +213,16 @@ def strong_wolfe_search(
         best = jnp.where(improves, jnp.stack([a, f]), s.best)
         best_grad = tree_select(improves, g, s.best_grad)
 
+        # One cubic serves both phases: through the bracket's ends while zooming, through
+        # the last two trials while bracketing (a smaller program than two cubics).
+        end0 = jnp.where(zooming, lo, s.prev)
+        end1 = jnp.where(zooming, hi, cur)
+        cubic = _cubic_minimizer(end0[0], end0[1], end0[2], end1[0], end1[1], end1[2])
         next_trial = jnp.where(
             zooming,
-            _zoom_trial(lo[0], lo[1], lo[2], hi[0], hi[1], hi[2],
+            _zoom_trial(lo[0], lo[2], hi[0], hi[2], cubic,
                         secant=noisy & (jnp.abs(lo[1] - f0) <= 8 * eps * jnp.abs(f0))),
-            _extrapolation_trial(s.prev[0], s.prev[1], s.prev[2], a, f, d),
+            _extrapolation_trial(a, cubic),
         )
         collapsed = zooming & (jnp.abs(hi[0] - lo[0]) <= eps * jnp.maximum(lo[0], hi[0]))
         i = s.i + 1

@@ -685,7 +685,9 @@ def _run(config: _RunConfig, tx, x0, args, tol, ftol, xtol,
     state = jax.lax.optimization_barrier(_init_state(init_config, tx, x0, args, tol))
     final, summary = _continue(loop_config, tx, state, args, tol, ftol, xtol, num_steps)
     rest = jax.tree.leaves((final.opt_state, final.base, final.fresh))
-    alive = jnp.concatenate([jnp.ravel(leaf)[:1].astype(jnp.float32) for leaf in rest])
+    # One scalar (a sum XLA fuses into a single kernel; a concatenation took one per leaf).
+    alive = functools.reduce(jnp.add, [jnp.sum(jnp.ravel(leaf)[:1].astype(jnp.float32))
+                                       for leaf in rest])
     return _result(final, *summary), alive
 
 
