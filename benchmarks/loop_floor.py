@@ -1,5 +1,8 @@
 """Solver loops against the launch floor (issue 8, part 2): per-iteration cost at n = 10,000.
 
+(``--n 1000`` runs the same comparison at n = 1,000, where issue 3's per-problem timings
+are decided by fixed per-kernel costs more than by bandwidth.)
+
 A compiled solver iteration cannot cost less than a bare ``lax.while_loop`` doing the same
 kind of vector work. The floor here is issue 8's: a ``while_loop`` whose body makes 40
 vector updates (axpy) and 10 dot products on float64 vectors of length n, with the dot
@@ -12,13 +15,13 @@ Contenders, timed interleaved in the same run (float64, ‖∇f‖∞ <= 1e-6):
 * ``jaxopt-lbfgs``: ``jaxopt.LBFGS.run`` — time / iterations;
 * ``floor``: the bare loop above, for 1,000 iterations — time / 1,000.
 
-Problems: TRIDIA-10000 (issue 8's example) and ARWHEAD-10000 from
+Problems: TRIDIA-n (issue 8's example) and ARWHEAD-n from
 :mod:`benchmarks.problems`. The ratio to the floor is what the issue targets (≤ 2× on the
 GPU); on the CPU the same ratio is reported.
 
 Usage::
 
-    python -m benchmarks.loop_floor [--repeats 7] [--md out.md]
+    python -m benchmarks.loop_floor [--n 10000] [--repeats 7] [--md out.md]
 """
 
 from __future__ import annotations
@@ -38,7 +41,6 @@ from benchmarks import problems as P  # noqa: E402
 from benchmarks._timing import median, wait_for_load  # noqa: E402
 from benchmarks.quasi_newton import _jaxopt, _optax  # noqa: E402
 
-N = 10_000
 FLOOR_ITERS = 1000
 
 
@@ -82,7 +84,7 @@ def _jopt(fun, method: str):
 x0_of: dict = {}
 
 
-def contenders(problem) -> dict:
+def contenders(problem, n: int) -> dict:
     fun = jax.jit(problem.fun)
     x0_of[fun] = problem.x0
     optax_solve = _optax(problem.fun, 20_000)
@@ -92,12 +94,12 @@ def contenders(problem) -> dict:
         "jopt-newton-cg": _jopt(fun, "newton-cg"),
         "optax-lbfgs": lambda: optax_solve(problem.x0)[1],
         "jaxopt-lbfgs": lambda: jaxopt_solve(problem.x0)[1],
-        "floor": bare_loop(N, FLOOR_ITERS),
+        "floor": bare_loop(n, FLOOR_ITERS),
     }
 
 
-def measure(problem, repeats: int) -> list[dict]:
-    calls = contenders(problem)
+def measure(problem, repeats: int, n: int) -> list[dict]:
+    calls = contenders(problem, n)
     iters = {}
     for name, call in calls.items():  # compile + warm up
         iters[name] = call()
@@ -120,6 +122,7 @@ def measure(problem, repeats: int) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=10_000, help="problem dimension (even)")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--md", default=None)
     ap.add_argument("--max-wait", type=float, default=900.0,
@@ -127,8 +130,9 @@ def main() -> None:
     args = ap.parse_args()
     wait_for_load(max_wait=args.max_wait)
     load = os.getloadavg()[0]
-    chosen = [p for p in P.large_problems(N) if p.name in ("TRIDIA-10000", "ARWHEAD-10000")]
-    rows = [row for p in chosen for row in measure(p, args.repeats)]
+    n = args.n
+    chosen = [p for p in P.large_problems(n) if p.name in (f"TRIDIA-{n}", f"ARWHEAD-{n}")]
+    rows = [row for p in chosen for row in measure(p, args.repeats, n)]
     lines = [
         f"Device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
         f"jax {jax.__version__}, 1-min load {load:.1f} at start, "

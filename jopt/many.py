@@ -63,6 +63,7 @@ from jopt.minimize import (
     _profile,
     _resolve_method,
     _strong,
+    _test_on,
     minimize_result,
 )
 
@@ -184,9 +185,10 @@ def _minimize_many(
 
     x0s = jax.tree.map(_strong, x0s)
     dtype = np.result_type(*(leaf.dtype for leaf in jax.tree.leaves(x0s)))
+    config = _Config(fun=fun, maxiter=maxiter, maxfev=maxfev, verbose=0,
+                     ftol_on=_test_on(ftol), xtol_on=_test_on(xtol))
     tol, ftol, xtol = (_strong(t, dtype) for t in (tol, ftol, xtol))
     init_config = _InitConfig(fun, _history_size(history, history_size, maxiter))
-    config = _Config(fun=fun, maxiter=maxiter, maxfev=maxfev, verbose=0)
 
     # The options profile of `minimize` for one member (same kernels, same rounding).
     member = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), x0s)

@@ -339,7 +339,8 @@ def minimize(
       args: extra arguments of ``fun`` (traced: new values do not recompile).
       tol: stop when ``‖∇f‖∞ <= tol``.
       ftol: stop when ``|f_k - f_{k+1}| <= ftol·max(|f_k|, |f_{k+1}|, 1)`` (0: off).
-      xtol: stop when ``‖x_{k+1} - x_k‖∞ <= xtol·(xtol + ‖x_k‖∞)`` (0: off).
+      xtol: stop when ``‖x_{k+1} - x_k‖∞ <= xtol·(xtol + ‖x_k‖∞)`` (0: off). A concrete
+        0 compiles the test out; any other value (or a traced one) shares one program.
       maxiter: iteration limit. maxfev: evaluation limit (checked after each iteration).
       history: record ``f`` and ``‖∇f‖∞`` per iteration in fixed-size buffers.
       history_size: buffer length (default ``maxiter + 1``).
@@ -374,7 +375,7 @@ def minimize(
     _check_verbose(verbose)
     config = _RunConfig(fun=fun, maxiter=maxiter, maxfev=maxfev,
                         history_size=_history_size(history, history_size, maxiter),
-                        verbose=verbose)
+                        verbose=verbose, ftol_on=_test_on(ftol), xtol_on=_test_on(xtol))
     # Strongly-typed inputs: a weakly-typed x0 (e.g. from jnp.full(n, 0.0)) or a Python
     # tolerance must hit the same compiled loop as an ordinary array.
     # (Host-side numpy conversions: an eager JAX op per argument would cost more than a
@@ -480,7 +481,8 @@ def minimize_run(
 
     Returns:
       The new :class:`SolverState`. A finished state (``status >= 0``) is returned
-      unchanged. ``num_steps`` and the tolerances are traced: neither recompiles.
+      unchanged. ``num_steps`` and the tolerances are traced: new values do not
+      recompile (except that an ``ftol``/``xtol`` of exactly 0 compiles its test out).
     """
     tx = _resolve_method(method)
     if not isinstance(state, SolverState):
@@ -489,7 +491,8 @@ def minimize_run(
     _check_run_options(args, tol, ftol, xtol, maxiter, maxfev)
     _check_count("num_steps", num_steps)
     _check_verbose(verbose)
-    config = _Config(fun=fun, maxiter=maxiter, maxfev=maxfev, verbose=verbose)
+    config = _Config(fun=fun, maxiter=maxiter, maxfev=maxfev, verbose=verbose,
+                     ftol_on=_test_on(ftol), xtol_on=_test_on(xtol))
     state = jax.tree.map(_strong, state)
     check_float_tree("state.x", state.x)
     dtype = np.result_type(*(leaf.dtype for leaf in jax.tree.leaves(state.x)))
@@ -554,7 +557,7 @@ def _fast_key(fun: Callable, x0: PyTree, method: Any, args: tuple, tolerances: t
         return None  # a weakly-typed x0 is converted on the checked path
     try:
         key = (fun, method, options, x_def, a_def, tuple(avals),
-               tuple(type(t) for t in tolerances))
+               tuple(type(t) for t in tolerances), tuple(t != 0 for t in tolerances))
         hash(key)
     except TypeError:  # an unhashable method or fun: no fast path
         return None
@@ -596,6 +599,10 @@ class _Config(NamedTuple):
     maxiter: int
     maxfev: int | None
     verbose: int
+    # Whether the ftol / xtol tests are compiled in: False only for a concrete 0 (off),
+    # so the default program skips their reductions (‖x‖∞ every iteration).
+    ftol_on: bool = True
+    xtol_on: bool = True
 
 
 class _InitConfig(NamedTuple):
@@ -609,21 +616,31 @@ class _RunConfig(NamedTuple):  # minimize's: both of the above in one static arg
     maxfev: int | None
     history_size: int
     verbose: int
+    ftol_on: bool = True
+    xtol_on: bool = True
 
 
-# XLA:CPU spends most of a solver's compile time in LLVM on the loop's many small scalar
-# kernels. Measured on the problem suite (2-core CPU): these options halve compile time
-# and leave run time unchanged or better (the vector kernels are simple either way).
+def _test_on(value: Any) -> bool:
+    """Whether an ``ftol``/``xtol`` test must be compiled in (anything but a concrete 0)."""
+    return not (is_concrete_number(value) and float(value) == 0.0)
+
+
+# Compiler options by problem size (measured on the problem suite, 2-core CPU, L-BFGS):
+# on small problems (``x`` of at most ``_SMALL`` elements) a solve costs what its kernel
+# launches cost, and XLA:CPU without its MLIR fusion emitters, at optimization level 1 and
+# without LLVM's expensive passes, compiles the loop in half the time (WATSON-9: 1.1 vs
+# 2.4 s) with the same run time (11.0 vs 11.2 µs per iteration). From a few hundred
+# elements on, the emitters' vector kernels win: at n = 1,000 (TRIDIA) an iteration took
+# 49 µs with these options, 41 µs with level 1 alone and 35 µs with XLA's defaults; at
+# n = 10,000, 373 vs 270 µs. Level 1 and the cheaper LLVM passes did not shorten the
+# compile once the emitters are on (3.2 s either way at n = 1,000), so larger problems
+# compile with XLA's defaults.
 _COMPILER_OPTIONS = {
-    "cpu": {"xla_backend_optimization_level": 1, "xla_llvm_disable_expensive_passes": True},
+    "cpu-small": {"xla_backend_optimization_level": 1,
+                  "xla_llvm_disable_expensive_passes": True,
+                  "xla_cpu_use_fusion_emitters": False},
 }
-# Small problems (``x`` of at most ``_SMALL`` elements) also skip XLA:CPU's MLIR fusion
-# emitters: a further 30-40 % off the first call (e.g. 1.07 -> 0.75 s of XLA time for
-# L-BFGS on Rosenbrock), with run time unchanged at n <= 1,000. At n = 10,000 the emitters'
-# vector kernels ran up to 25 % faster, so large problems keep them.
-_COMPILER_OPTIONS["cpu-small"] = {**_COMPILER_OPTIONS["cpu"],
-                                  "xla_cpu_use_fusion_emitters": False}
-_SMALL = 4096
+_SMALL = 256
 
 
 def _profile(nested: bool, x: PyTree) -> str | None:
@@ -681,7 +698,8 @@ def _run(config: _RunConfig, tx, x0, args, tol, ftol, xtol,
     Tested bit for bit in ``tests/test_solver_state.py``.
     """
     init_config = _InitConfig(config.fun, config.history_size)
-    loop_config = _Config(config.fun, config.maxiter, config.maxfev, config.verbose)
+    loop_config = _Config(config.fun, config.maxiter, config.maxfev, config.verbose,
+                          config.ftol_on, config.xtol_on)
     state = jax.lax.optimization_barrier(_init_state(init_config, tx, x0, args, tol))
     final, summary = _continue(loop_config, tx, state, args, tol, ftol, xtol, num_steps)
     rest = jax.tree.leaves((final.opt_state, final.base, final.fresh))
@@ -789,11 +807,21 @@ def _iterate(config: _Config, tx, state: SolverState, args, tol, ftol, xtol,
         nit = s.nit + 1
         gnorm = tree_inf_norm(g_new)
         finite = jnp.isfinite(f_new) & jnp.isfinite(gnorm)
-        step = tree_inf_norm(updates)
-        moved = step > 0  # a rejected trust-region step is not convergence
-        small_f = moved & (jnp.abs(s.f - f_new) <= ftol * jnp.maximum(
-            jnp.maximum(jnp.abs(s.f), jnp.abs(f_new)), 1.0))
-        small_x = moved & (step <= xtol * (xtol + tree_inf_norm(s.x)))
+        # A rejected trust-region step (or a failed search) is not convergence. After a
+        # jopt line search on a quasi-Newton/CG direction (finite, nonzero unless ∇f = 0)
+        # the step length tells, with no reduction over the updates.
+        if self_restart and not config.xtol_on:
+            moved = ls.step > 0
+        else:
+            step = tree_inf_norm(updates)
+            moved = step > 0
+        no = jnp.zeros([], bool)
+        small_f = small_x = no
+        if config.ftol_on:
+            small_f = (ftol > 0) & moved & (jnp.abs(s.f - f_new) <= ftol * jnp.maximum(
+                jnp.maximum(jnp.abs(s.f), jnp.abs(f_new)), 1.0))
+        if config.xtol_on:
+            small_x = (xtol > 0) & moved & (step <= xtol * (xtol + tree_inf_norm(s.x)))
         # A failed search first restarts the method from its initial state (for
         # quasi-Newton methods: memory cleared, steepest descent); only a failure right
         # after a restart ends the run (scipy's L-BFGS-B rule).
@@ -811,7 +839,7 @@ def _iterate(config: _Config, tx, state: SolverState, args, tol, ftol, xtol,
             ref_gnorm = jnp.where(progress, gnorm, s.ref_gnorm).astype(s.ref_gnorm.dtype)
         status = jnp.select(
             [~finite, ls_failed & at_precision, ls_failed, gnorm <= tol,
-             (ftol > 0) & small_f, (xtol > 0) & small_x, stall >= _STALL_LIMIT,
+             small_f, small_x, stall >= _STALL_LIMIT,
              nit >= config.maxiter],
             [Status.NONFINITE, Status.PRECISION, Status.LINESEARCH_FAILED, Status.CONVERGED,
              Status.SMALL_CHANGE, Status.SMALL_CHANGE, Status.PRECISION, Status.MAXITER],

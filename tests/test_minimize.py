@@ -336,6 +336,28 @@ def test_verbose_prints_progress(capsys):
 # ------------------------------------------------------------------------- bad input
 
 
+@pytest.mark.parametrize("method", ["lbfgs", "newton-cg"])
+def test_ftol_and_xtol_stop_with_small_change_and_zero_compiles_them_out(method):
+    f, x0 = PROBLEMS["rosenbrock-10"]
+    x0 = jnp.asarray(x0)
+    plain = jopt.minimize(f, x0, method=method, tol=1e-300, maxiter=400)
+    by_f = jopt.minimize(f, x0, method=method, tol=1e-300, ftol=1e-10, maxiter=400)
+    by_x = jopt.minimize(f, x0, method=method, tol=1e-300, xtol=1e-8, maxiter=400)
+    for res in (by_f, by_x):
+        assert int(res.status) == jopt.Status.SMALL_CHANGE and bool(res.success)
+        assert int(res.nit) < int(plain.nit)
+        np.testing.assert_allclose(res.x, 1.0, atol=1e-3)
+    # A test that is on but never fires leaves the iterates as they are with it off.
+    tiny = jopt.minimize(f, x0, method=method, tol=1e-300, ftol=1e-300, xtol=1e-300,
+                         maxiter=400)
+    np.testing.assert_array_equal(tiny.x, plain.x)
+    assert int(tiny.nit) == int(plain.nit)
+    # Traced tolerances (vmap): each member stops as its own call does.
+    batch = jax.vmap(lambda ft: jopt.minimize(f, x0, method=method, tol=1e-300, ftol=ft,
+                                              maxiter=400))(jnp.asarray([1e-10, 1e-300]))
+    assert [int(k) for k in batch.nit] == [int(by_f.nit), int(plain.nit)]
+
+
 def test_unknown_method_lists_valid_names():
     with pytest.raises(ValueError, match=r"Unknown `method` 'newton-raphson'.*'bfgs'"):
         jopt.minimize(rosenbrock, jnp.zeros(2), method="newton-raphson")

@@ -188,7 +188,7 @@ def test_pieces_are_compiled_once_for_new_values():
         state = minimize_init(f, jnp.full(3, float(k)), args=(3.0 + k,), method="bfgs",
                               tol=10.0 ** (-6 - k))
         state = minimize_run(f, state, args=(3.0 + k,), method="bfgs", num_steps=k + 1,
-                             tol=10.0 ** (-6 - k), xtol=1e-30 * k)
+                             tol=10.0 ** (-6 - k), xtol=1e-30 * (k + 1))  # 0: compiled out
         state = minimize_run(f, state, args=(3.0 + k,), method="bfgs", tol=10.0 ** (-6 - k))
         ref = jopt.minimize(f, jnp.full(3, float(k)), args=(3.0 + k,), method="bfgs",
                             tol=10.0 ** (-6 - k))
