@@ -13,7 +13,10 @@ Contenders, timed interleaved in the same run (float64, ‖∇f‖∞ <= 1e-6):
 * ``jopt-lbfgs`` / ``jopt-newton-cg``: ``jopt.minimize`` — per iteration = time / nit;
 * ``optax-lbfgs``: ``optax.lbfgs`` in its documented ``while_loop`` — time / iterations;
 * ``jaxopt-lbfgs``: ``jaxopt.LBFGS.run`` — time / iterations;
-* ``floor``: the bare loop above, for 1,000 iterations — time / 1,000.
+* ``floor``: the bare loop above, for 1,000 iterations — time / 1,000;
+* ``floor-lbfgs``: the problem's own irreducible L-BFGS work in a bare loop (one
+  ``value_and_grad``, the two-loop recursion with m = 10, the pair write; fixed step, no
+  line search or tests), for 1,000 iterations — time / 1,000.
 
 Problems: TRIDIA-n (issue 8's example) and ARWHEAD-n from
 :mod:`benchmarks.problems`. The ratio to the floor is what the issue targets (≤ 2× on the
@@ -71,6 +74,53 @@ def bare_loop(n: int, iters: int):
     return call
 
 
+def bare_lbfgs(fun, x0, memory: int, iters: int):
+    """The work no L-BFGS iteration avoids, in a bare ``while_loop``: one evaluation of
+    ``value_and_grad``, the two-loop recursion over ``memory`` pairs and the ring-buffer
+    write of the new pair; a fixed step instead of a line search, no stopping tests."""
+    vg = jax.value_and_grad(fun)
+
+    @jax.jit
+    def run(x):
+        n = x.size
+        def body(c):
+            i, x, g_prev, x_prev, s_h, y_h, rho, acc = c
+            f, g = vg(x)
+            s, y = x - x_prev, g - g_prev
+            head = i % memory
+            s_h, y_h = s_h.at[head].set(s), y_h.at[head].set(y)
+            rho = rho.at[head].set(1.0 / jnp.maximum(jnp.vdot(s, y), 1e-30))
+
+            def first(j, carry):
+                q, alphas = carry
+                k = (head - j) % memory
+                a = rho[k] * jnp.vdot(s_h[k], q)
+                return q - a * y_h[k], alphas.at[j].set(a)
+
+            q, alphas = jax.lax.fori_loop(0, memory, first, (g, jnp.zeros(memory, x.dtype)))
+
+            def second(j, r):
+                k = (head - (memory - 1 - j)) % memory
+                b = rho[k] * jnp.vdot(y_h[k], r)
+                return r + (alphas[memory - 1 - j] - b) * s_h[k]
+
+            d = jax.lax.fori_loop(0, memory, second, 1e-3 * q)
+            return i + 1, x - 1e-9 * d, g, x, s_h, y_h, rho, acc + f
+
+        zeros = jnp.zeros((memory, n), x.dtype)
+        init = (jnp.zeros([], jnp.int32), x, jnp.zeros_like(x), x - 1e-3, zeros, zeros,
+                jnp.zeros(memory, x.dtype), jnp.zeros([], x.dtype))
+        return jax.lax.while_loop(lambda c: c[0] < iters, body, init)
+
+    x0 = jnp.asarray(x0)
+
+    def call():
+        out = jax.block_until_ready(run(x0))
+        return int(out[0])
+
+    return call
+
+
 def _jopt(fun, method: str):
     def call():
         res = jopt.minimize(fun, jnp.asarray(x0_of[fun]), method=method, tol=1e-6,
@@ -95,6 +145,7 @@ def contenders(problem, n: int) -> dict:
         "optax-lbfgs": lambda: optax_solve(problem.x0)[1],
         "jaxopt-lbfgs": lambda: jaxopt_solve(problem.x0)[1],
         "floor": bare_loop(n, FLOOR_ITERS),
+        "floor-lbfgs": bare_lbfgs(problem.fun, problem.x0, 10, FLOOR_ITERS),
     }
 
 
