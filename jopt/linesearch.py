@@ -139,9 +139,10 @@ class _Search(NamedTuple):
     hi: jax.Array  # other end: (α, f, f')
     best: jax.Array  # (α, f) of the lowest sufficient-decrease trial so far
     best_grad: PyTree
-    out_step: jax.Array
-    out_value: jax.Array
-    out_grad: PyTree
+    # The latest trial's (α, f) and gradient. An accepted trial is always the latest (the
+    # search stops there), so these need no select to keep it.
+    last: jax.Array
+    last_grad: PyTree
     status: jax.Array
 
 
@@ -237,9 +238,8 @@ def strong_wolfe_search(
             hi=hi,
             best=best,
             best_grad=best_grad,
-            out_step=jnp.where(accept, a, s.out_step),
-            out_value=jnp.where(accept, f, s.out_value),
-            out_grad=tree_select(accept, g, s.out_grad),
+            last=jnp.stack([a, f]),
+            last_grad=g,
             status=jnp.where(accept, ok_status, s.status),
         )
 
@@ -253,9 +253,8 @@ def strong_wolfe_search(
         hi=triple0,
         best=jnp.stack([zero, f0]),
         best_grad=grad0,
-        out_step=zero,
-        out_value=f0,
-        out_grad=grad0,
+        last=jnp.stack([zero, f0]),
+        last_grad=grad0,
         status=jnp.asarray(-1, jnp.int32),
     )
     s = jax.lax.while_loop(lambda s: ~s.done, body, init)
@@ -265,9 +264,9 @@ def strong_wolfe_search(
         found, s.status,
         jnp.where(has_best, LineSearchStatus.DECREASE_ONLY, LineSearchStatus.FAILED),
     ).astype(jnp.int32)
-    step = jnp.where(found, s.out_step, s.best[0])
-    value = jnp.where(found, s.out_value, s.best[1])
-    grad = tree_select(found, s.out_grad, s.best_grad)
+    step = jnp.where(found, s.last[0], s.best[0])
+    value = jnp.where(found, s.last[1], s.best[1])
+    grad = tree_select(found, s.last_grad, s.best_grad)
     return step, value, grad, status, s.i
 
 
