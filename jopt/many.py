@@ -190,7 +190,8 @@ def _minimize_many(
     tol, ftol, xtol = (_strong(t, dtype) for t in (tol, ftol, xtol))
     init_config = _InitConfig(fun, _history_size(history, history_size, maxiter))
 
-    # The options profile of `minimize` for one member (same kernels, same rounding).
+    # The options profile of `minimize` for one member (same kernels; a vmapped reduction
+    # may still round its last bit differently).
     member = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), x0s)
     profile = _profile(False, member)
     states = _compiled_init(profile)(init_config, tx, axes, x0s, args, tol)

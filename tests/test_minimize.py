@@ -308,6 +308,27 @@ def test_strong_wolfe_conditions_hold_at_accepted_step():
     np.testing.assert_allclose(state.grad, jax.grad(f)(x + updates), rtol=1e-14)
 
 
+def test_bracketing_trials_grow_as_in_more_thuente():
+    """Along a line the cubic has no minimizer: each trial is α + 4(α − α₋) (Moré &
+    Thuente 1994's upper bound), 1, 5, 21, 85, until f turns up and the zoom begins."""
+    from jopt.linesearch import strong_wolfe_search
+
+    trials = []
+
+    def evaluate(a):
+        jax.debug.callback(lambda v: trials.append(float(v)), a)
+        over = jnp.maximum(a - 50.0, 0.0)
+        return -a + over**2, -1.0 + 2.0 * over, jnp.zeros(1)
+
+    one = jnp.asarray(1.0)
+    step, value, _, status, _ = strong_wolfe_search(
+        evaluate, jnp.asarray(0.0), -one, jnp.zeros(1), one, c1=1e-4, c2=0.9, max_steps=30,
+        approx_wolfe=True)
+    assert trials[:4] == [1.0, 5.0, 21.0, 85.0]
+    assert int(status) == LineSearchStatus.WOLFE
+    assert abs(float(step) - 50.5) <= 0.45 and float(value) < -50.0  # |φ'| ≤ 0.9
+
+
 def test_nonfinite_trial_values_shrink_the_step():
     # log barrier: NaN for x <= 0, where an over-long step lands.
     def f(x):
