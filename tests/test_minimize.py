@@ -308,9 +308,12 @@ def test_strong_wolfe_conditions_hold_at_accepted_step():
     np.testing.assert_allclose(state.grad, jax.grad(f)(x + updates), rtol=1e-14)
 
 
-def test_bracketing_trials_grow_as_in_more_thuente():
+@pytest.mark.parametrize("grow_from_last, expected", [(True, [1.0, 5.0, 21.0, 85.0]),
+                                                     (False, [1.0, 4.0, 16.0, 64.0])])
+def test_bracketing_trials_grow_as_in_more_thuente(grow_from_last, expected):
     """Along a line the cubic has no minimizer: each trial is α + 4(α − α₋) (Moré &
-    Thuente 1994's upper bound), 1, 5, 21, 85, until f turns up and the zoom begins."""
+    Thuente 1994's upper bound; the default, used after a unit first trial), or 4α (after an
+    adaptive first trial), until f turns up and the zoom begins."""
     from jopt.linesearch import strong_wolfe_search
 
     trials = []
@@ -323,10 +326,25 @@ def test_bracketing_trials_grow_as_in_more_thuente():
     one = jnp.asarray(1.0)
     step, value, _, status, _ = strong_wolfe_search(
         evaluate, jnp.asarray(0.0), -one, jnp.zeros(1), one, c1=1e-4, c2=0.9, max_steps=30,
-        approx_wolfe=True)
-    assert trials[:4] == [1.0, 5.0, 21.0, 85.0]
+        approx_wolfe=True, grow_from_last=grow_from_last)
+    assert trials[:4] == expected
     assert int(status) == LineSearchStatus.WOLFE
     assert abs(float(step) - 50.5) <= 0.45 and float(value) < -50.0  # |φ'| ≤ 0.9
+
+
+def test_extrapolation_keeps_an_exact_cubic_step():
+    """On a quadratic φ the cubic through two trials is exact; bracketing takes it (no
+    forced growth past it), so the search ends on the minimizer in two evaluations."""
+    from jopt.linesearch import strong_wolfe_search
+
+    def evaluate(a):  # φ(α) = (α − 1.6)², minimizer 1.6 beyond the first trial 1
+        return (a - 1.6) ** 2, 2.0 * (a - 1.6), jnp.zeros(1)
+
+    step, _, _, status, trials = strong_wolfe_search(
+        evaluate, jnp.asarray(2.56), jnp.asarray(-3.2), jnp.zeros(1), jnp.asarray(1.0),
+        c1=1e-4, c2=0.1, max_steps=30, approx_wolfe=True)
+    assert int(status) == LineSearchStatus.WOLFE and int(trials) == 2
+    np.testing.assert_allclose(float(step), 1.6, rtol=1e-12)
 
 
 def test_nonfinite_trial_values_shrink_the_step():
