@@ -382,16 +382,16 @@ def report(paths: list[str], checks_path: str | None) -> str:
                          f"| {r['nit']} | {r['nfev']} | {r['f']:.3g} | {r['gnorm']:.2e} | "
                          f"{r['solved']} | {r['nan']} |")
         vm = checks["vmap"]
-        honest = [r for r in vm if r.get("executed") is not None]
+        counted_runs = [r for r in vm if r.get("executed") is not None]
         matches = sum(r["executed"] == r["nfev"] and r["executed_vmap"] == r["nfev_vmap"]
-                      for r in honest)
+                      for r in counted_runs)
         lines += ["", "### vmap check (batch of 1)", "",
                   "`jax.jit(jax.vmap(solve))` on a batch of one vs "
                   f"`solve = jax.jit(jopt.minimize)`: nfev "
                   f"equal in {sum(r['equal'] for r in vm)} of {len(vm)} runs. "
                   "*executed*: objective evaluations the compiled program ran (counted by a "
                   "callback in the objective); it equals the reported nfev in "
-                  f"{matches} of {len(honest)} runs, batched and unbatched, so vmap runs no "
+                  f"{matches} of {len(counted_runs)} runs, batched and unbatched, so vmap runs no "
                   "evaluation it does not report. Where the counts differ, the batched "
                   "program's kernels rounded a last bit differently and the two paths "
                   "parted (max |Δx|: the distance between the two solutions).", "",

@@ -184,6 +184,8 @@ def strong_wolfe_search(
     """
     dtype = f0.dtype
     eps = jnp.finfo(dtype).eps
+    noise = 8 * eps * jnp.abs(f0)  # the most f may rise at an approximate-Wolfe point
+    band = _NOISE_BAND * eps * jnp.abs(f0)  # f differences below this steer by f' alone
     zero = jnp.zeros([], dtype)
     triple0 = jnp.stack([zero, f0, slope0])
 
@@ -198,7 +200,6 @@ def strong_wolfe_search(
         if approx_wolfe:
             # HZ (2005) eq. 4.1-4.2: judged by the derivative where f changes below
             # rounding; f may exceed f0 only by rounding noise (a few ulps), never more.
-            noise = 8 * eps * jnp.abs(f0)
             approx = (f <= f0 + noise) & (d >= c2 * slope0) & (d <= (2 * c1 - 1) * slope0)
             # Where f is within noise of f0 its comparisons carry no information: bracket
             # on the sign of the derivative instead (still descending: move right). The
@@ -206,7 +207,7 @@ def strong_wolfe_search(
             # carries more rounding than a few ulps of |f| (seen: 14 ulps on a quadratic,
             # whose trials then shrank the bracket away from the minimizer). It steers
             # the search only; acceptance keeps the 8-ulp limit.
-            noisy = jnp.abs(f - f0) <= _NOISE_BAND * eps * jnp.abs(f0)
+            noisy = jnp.abs(f - f0) <= band
         else:
             approx = noisy = jnp.zeros([], bool)
         armijo = armijo | (noisy & (d <= 0))
@@ -245,7 +246,7 @@ def strong_wolfe_search(
         next_trial = jnp.where(
             zooming,
             _zoom_trial(lo[0], lo[2], hi[0], hi[2], cubic,
-                        secant=noisy & (jnp.abs(lo[1] - f0) <= _NOISE_BAND * eps * jnp.abs(f0))),
+                        secant=noisy & (jnp.abs(lo[1] - f0) <= band)),
             _extrapolation_trial(a, s.prev[0], cubic, grow_from_last),
         )
         collapsed = zooming & (jnp.abs(hi[0] - lo[0]) <= eps * jnp.maximum(lo[0], hi[0]))
