@@ -17,8 +17,9 @@ whatever the method's own stopping rule.
 A scipy run is aborted (recorded as a timeout, unsolved) once it has run ``--guard`` seconds
 (the abort is raised from inside the objective/gradient/HVP callbacks).
 
-Timing: first call (compile + run), then the median of 3 further calls (1 when the first
-call took more than ``--long`` seconds); compile = first - steady.
+Timing: first call (compile + run), then the median of further calls: at least 3, more (up
+to 50) until they take 0.25 s; 1 when the first call took more than ``--long`` seconds.
+compile = first - steady.
 
 Usage::
 
@@ -157,7 +158,8 @@ def report(paths: list[str], qn_paths: list[str]) -> str:
         "the same jitted gradient and a jitted `jopt.hvp` as `hessp`; Newton-CG with "
         "xtol = 1e-12 (its only stop), trust-ncg / trust-krylov with gtol = 1e-6 (on ‖g‖₂). "
         "A scipy run longer than the guard is aborted and counted unsolved. Steady time = "
-        "median of 3 calls after the first (1 call when the first took > 5 s); compile = "
+        "median of the calls after the first (at least 3, more up to 50 until they take "
+        "0.25 s; 1 call when the first took > 5 s); compile = "
         "first − steady. Before the timed runs each process waited (polling every 30 s, "
         "≤ 15 min) for the 1-minute load average to drop below 1.5; the load recorded after "
         f"each problem/method had median {med(loads, '.2f')} and max "

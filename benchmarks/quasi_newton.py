@@ -17,8 +17,9 @@ whatever the method's own stopping rule) and the same iteration limit.
 
 Dense BFGS methods run only for n <= 1000 (scipy BFGS: n <= 500, its update is O(n³)).
 
-Timing: first call (compile + run), then the median of 3 further calls (1 when a call takes
-more than ``--long`` seconds); compile = first - steady. A method whose first call takes more
+Timing: first call (compile + run), then the median of further calls: at least 3, more (up
+to 50) until they take 0.25 s; 1 when the first call took more than ``--long`` seconds.
+compile = first - steady. A method whose first call takes more
 than ``--guard`` seconds is recorded as unsolved and not repeated.
 
 Usage::
@@ -286,7 +287,8 @@ def report(paths: list[str], checks_path: str | None) -> str:
         "`suite(sizes=(1000, 10000))` (dense BFGS only for n ≤ 1000; scipy BFGS, whose "
         "update is O(n³), only for n ≤ 500). OpenBLAS limited to 1 thread. CPU, 2 cores: the "
         "suite ran as 2 shards in parallel, each pinned to one core (`taskset`). Steady time "
-        "= median of 3 calls after the first (1 call when the first call took > 5 s); compile = "
+        "= median of the calls after the first (at least 3, more up to 50 until they take "
+        "0.25 s; 1 call when the first call took > 5 s); compile = "
         "first call − steady. Ratios are method time / scipy L-BFGS-B time (< 1 = faster "
         "than scipy). jaxopt's test is ‖g‖₂ ≤ 1e-6 (stricter than ‖g‖∞); optimistix "
         "stops on rtol = atol = 1e-10 changes in f and y. optax nfev = 1 + Σ zoom "

@@ -68,13 +68,15 @@ def test_segmented_run_is_bitwise_minimize(method):
 
 
 @pytest.mark.parametrize("method", ["lbfgs", "newton-cg"])
-def test_segmented_run_is_bitwise_minimize_above_the_small_size(method):
-    # Above `_SMALL` elements the programs compile with the other option profile; the three
-    # pieces must still share it (x0 and state.x have the same size).
-    n = _minimize_module._SMALL + 2
+@pytest.mark.parametrize("size, profile", [("_SMALL", "cpu-mid"), ("_MID", "cpu")])
+def test_segmented_run_is_bitwise_minimize_above_the_small_size(method, size, profile):
+    # Above `_SMALL` (and `_MID`) elements the programs compile with other option profiles;
+    # the three pieces must still share one (x0 and state.x have the same size).
+    n = getattr(_minimize_module, size) + 2
     x0 = jnp.tile(ROSEN_X0, n // 4 + 1)[:n]
-    assert _minimize_module._profile(False, x0) == "cpu"
-    assert _minimize_module._profile(False, ROSEN_X0) == "cpu-small"
+    assert _minimize_module._profile(False, x0) == profile
+    assert _minimize_module._profile(False, x0[:-2]) == (
+        "cpu-small" if size == "_SMALL" else "cpu-mid")
     assert _minimize_module._profile(True, ROSEN_X0) is None
     res = jopt.minimize(extended_rosenbrock, x0, method=method, maxiter=12)
     assert_bitwise(minimize_result(segmented(extended_rosenbrock, x0, [5, 7], method=method,
