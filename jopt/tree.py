@@ -10,13 +10,31 @@ import jax.numpy as jnp
 PyTree = Any
 
 __all__ = ["tree_add_scaled", "tree_inf_norm", "tree_l2_norm", "tree_scale", "tree_select",
-           "tree_vdot"]
+           "tree_vdot", "tree_vdots"]
 
 
 def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
     """``Σ_leaves <a, b>`` accumulated in the leaves' (promoted) dtype."""
     parts = [jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)]
     return sum(parts[1:], parts[0]) if parts else jnp.zeros([])
+
+
+def tree_vdots(pairs: list[tuple[PyTree, PyTree]]) -> list[jax.Array]:
+    """``[tree_vdot(a, b) for a, b in pairs]`` as one row reduction per leaf.
+
+    XLA:CPU compiles each vector dot product as its own reduction (two kernels: a window
+    reduction, then a scalar one); stacking the products of several pairs into the rows
+    of one ``(k, n)`` array makes them a single reduction.
+    """
+    leaves = [(jax.tree.leaves(a), jax.tree.leaves(b)) for a, b in pairs]
+    if not leaves or not leaves[0][0]:
+        return [jnp.zeros([]) for _ in pairs]
+    sums = None
+    for i in range(len(leaves[0][0])):
+        rows = jnp.stack([jnp.ravel(jnp.conj(a[i]) * b[i]) for a, b in leaves])
+        part = jnp.sum(rows, axis=1)
+        sums = part if sums is None else sums + part
+    return [sums[k] for k in range(len(pairs))]
 
 
 def tree_l2_norm(a: PyTree) -> jax.Array:

@@ -40,7 +40,7 @@ from jax.flatten_util import ravel_pytree
 
 from jopt._checks import check_float_tree, check_positive_int
 from jopt.linesearch import scale_by_strong_wolfe
-from jopt.tree import tree_l2_norm, tree_scale, tree_select, tree_vdot
+from jopt.tree import tree_l2_norm, tree_scale, tree_select, tree_vdot, tree_vdots
 
 PyTree = Any
 
@@ -72,7 +72,7 @@ def _sub(a: PyTree, b: PyTree) -> PyTree:
 
 def _pair_is_usable(s: PyTree, y: PyTree, has_prev: jax.Array) -> tuple[jax.Array, ...]:
     """``(ok, sᵀy, yᵀy, sᵀs)``: whether the pair passes the relative curvature test."""
-    sy, yy, ss = tree_vdot(s, y), tree_vdot(y, y), tree_vdot(s, s)
+    sy, yy, ss = tree_vdots([(s, y), (y, y), (s, s)])
     eps = curvature_eps(sy.dtype)
     ok = has_prev & jnp.isfinite(sy) & jnp.isfinite(yy) & (sy > eps * jnp.sqrt(ss * yy))
     return ok, sy, yy, ss
