@@ -658,16 +658,15 @@ def _test_on(value: Any) -> bool:
 # NONDIA 52.1 -> 39.9, TRIDIA 56.2 -> 44.1. At n = 5,000 the two levels are even and at
 # 10,000 level 2 is ahead on some (FREUROTH 199 vs 241, NONDIA 141 vs 149), so larger
 # problems keep it. Compile times are the same within noise at both levels.
+_CPU_VECTOR_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True,
+                       "xla_cpu_prefer_vector_width": 512}
 _COMPILER_OPTIONS = {
     "cpu-small": {"xla_backend_optimization_level": 1,
                   "xla_llvm_disable_expensive_passes": True,
                   "xla_cpu_use_fusion_emitters": False,
                   "xla_cpu_copy_insertion_use_region_analysis": True},
-    "cpu-mid": {"xla_backend_optimization_level": 1,
-                "xla_cpu_copy_insertion_use_region_analysis": True,
-                "xla_cpu_prefer_vector_width": 512},
-    "cpu": {"xla_cpu_copy_insertion_use_region_analysis": True,
-            "xla_cpu_prefer_vector_width": 512},
+    "cpu-mid": {**_CPU_VECTOR_OPTIONS, "xla_backend_optimization_level": 1},
+    "cpu": _CPU_VECTOR_OPTIONS,
 }
 _SMALL = 256
 _MID = 4096
