@@ -166,9 +166,9 @@ def test_vmap_over_tolerances_and_args():
 
 
 def test_eager_calls_reuse_the_compiled_loop():
-    from jopt.minimize import _compiled_loop
+    from jopt.minimize import _compiled_loop, _profile
 
-    loop = _compiled_loop(jax.default_backend())
+    loop = _compiled_loop(_profile(False, jnp.zeros(3)))  # this problem's options profile
 
     traces = []
 
@@ -178,11 +178,34 @@ def test_eager_calls_reuse_the_compiled_loop():
 
     jopt.minimize(f, jnp.zeros(3), args=(2.0,))
     n_after_first, compiled = len(traces), loop._cache_size()
+    assert compiled >= 1  # the program checked below is the one this call used
     for k in range(3):
         res = jopt.minimize(f, jnp.full(3, float(k)), args=(3.0 + k,), tol=10.0 ** (-6 - k))
         assert int(res.status) == 0
     assert len(traces) == n_after_first  # not re-traced ...
     assert loop._cache_size() == compiled  # ... nor recompiled
+
+
+def test_eager_and_traced_results_carry_the_same_counters():
+    # Eager calls on the CPU read the counters back as one vector (numpy scalars); inside
+    # a caller's jit (traced inputs, or only constants) they are sliced from it in the trace.
+    x0 = jnp.asarray([-1.2, 1.0])
+    eager = jopt.minimize(rosenbrock, x0, method="bfgs")
+    again = jopt.minimize(rosenbrock, x0, method="bfgs")  # the cached path
+    traced = jax.jit(lambda x: jopt.minimize(rosenbrock, x, method="bfgs"))(x0)
+    constant = jax.jit(lambda: jopt.minimize(rosenbrock, jnp.asarray([-1.2, 1.0]),
+                                             method="bfgs"))()
+    fields = ("nit", "nfev", "njev", "nhev", "status", "success")
+    for res in (again, traced, constant):
+        for name in fields:
+            a, b = np.asarray(getattr(eager, name)), np.asarray(getattr(res, name))
+            assert a.dtype == b.dtype and a.shape == b.shape == (), name
+            assert a == b, name
+        # (a caller's jit compiles with XLA's default options: x may differ in a last bit)
+        np.testing.assert_allclose(res.x, eager.x, rtol=1e-12)
+    assert eager.nit > 0 and eager.nfev >= eager.nit and eager.success
+    assert np.asarray(eager.success).dtype == bool
+    assert int(eager.status) == jopt.Status.CONVERGED and "success" in eager.message
 
 
 def test_inside_user_jit_and_grad_free_of_python_branching():

@@ -181,7 +181,8 @@ def test_pieces_are_compiled_once_for_new_values():
         traces.append(1)
         return jnp.sum(scale * (x - 1.0) ** 2) + jnp.sum(x**4)
 
-    backend = jax.default_backend()
+    # The jitted programs of this problem's options profile (3 elements: not the default's).
+    backend = _minimize_module._profile(False, jnp.zeros(3))
     jitted = [_minimize_module._compiled_init(backend),
               _minimize_module._compiled_segment(backend),
               _minimize_module._compiled_loop(backend)]
@@ -199,6 +200,7 @@ def test_pieces_are_compiled_once_for_new_values():
 
     solve(0)
     n_traces, sizes = len(traces), [fn._cache_size() for fn in jitted]
+    assert all(sizes)  # the programs checked below are the ones this problem used
     for k in range(1, 4):
         solve(k)
     assert len(traces) == n_traces  # neither re-traced ...
