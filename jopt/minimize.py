@@ -370,8 +370,9 @@ def minimize(
     hit = _FAST_CALLS.get(key) if key is not None else None
     if hit is not None:  # checked before with the same static inputs: call directly
         run, config, tx, dtype = hit
-        tol, ftol, xtol = (_tolerance(t, dtype, False) for t in (tol, ftol, xtol))
-        return _unpack(config, *run(config, tx, x0, args, tol, ftol, xtol, _no_limit()))
+        # (the key admits only Python-number tolerances: one cached lookup for the three)
+        return _unpack(config, *run(config, tx, x0, args, *_device_tolerances(
+            tol, ftol, xtol, dtype), _no_limit()))
     tx = _resolve_method(method)
     check_float_tree("x0", x0)
     _check_run_options(args, tol, ftol, xtol, maxiter, maxfev)
@@ -588,6 +589,12 @@ def _device_scalar(value: float, dtype: np.dtype) -> jax.Array:
     return jnp.asarray(value, dtype)
 
 
+@functools.lru_cache(maxsize=256)
+def _device_tolerances(tol: float, ftol: float, xtol: float, dtype: np.dtype) -> tuple:
+    """``(tol, ftol, xtol)`` as cached device scalars (the cached eager path's lookup)."""
+    return tuple(_device_scalar(float(t), dtype) for t in (tol, ftol, xtol))
+
+
 def _strong(a: Any, dtype: Any = None) -> Any:
     """``a`` as a strongly-typed array (of ``dtype``), converting only when needed."""
     if dtype is not None and is_concrete_number(a) and not isinstance(a, jax.Array):
@@ -768,12 +775,15 @@ def _unpack(config: _RunConfig, res: MinimizeResult, extra: jax.Array) -> Minimi
     """
     if not config.packed:
         return res
+    # (built directly: `_replace` costs a few µs, as much as an iteration of a small solve)
     if isinstance(extra, jax.core.Tracer):  # a caller's jit with only constant inputs
-        values = [extra[i] for i in range(len(_COUNTERS))]
+        nit, nfev, njev, nhev, status, success = (extra[i] for i in range(6))
+        success = success.astype(bool)
     else:
-        values = list(np.asarray(extra)[:len(_COUNTERS)])
-    values[-1] = values[-1].astype(bool)
-    return res._replace(**dict(zip(_COUNTERS, values, strict=True)))
+        nit, nfev, njev, nhev, status, success = np.asarray(extra)[:6]
+        success = np.bool_(success)
+    return MinimizeResult(res.x, res.fun, res.jac, nit, nfev, njev, nhev, success, status,
+                          res.f_history, res.gnorm_history)
 
 
 _NO_LIMIT = np.asarray(np.iinfo(np.int32).max, np.int32)
