@@ -29,6 +29,8 @@ QUICK: list[tuple[str, list[str]]] = [
                 "--methods", "jopt-newton-cg,scipy-newton-cg"]),
     ("hvp_cost", ["--no-wait", "--repeats", "5"]),
     ("loop_floor", ["--max-wait", "0", "--repeats", "3"]),
+    ("compile_floor", ["--repeats", "1", "--problems", "ROSENBROCK-2,TRIDIA-1000"]),
+    ("large_interleaved", ["--rounds", "2", "--problems", "TRIDIA-1000,LIARWHD-1000"]),
     ("adam_layouts", ["--sizes", "1048576", "--layouts", "1", "100", "--repeats", "5",
                       "--skip-slow"]),
     ("sweep", ["--repeats", "5", "--no-wait"]),
