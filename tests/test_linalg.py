@@ -211,9 +211,15 @@ def test_cg_vmap_over_rhs_equals_separate_runs():
     batched = jax.jit(jax.vmap(jit_cg, in_axes=(None, 0, None)))(a, stacked, 1e-10)
     for i, b in enumerate(bs):
         single = jit_cg(a, b, 1e-10)
-        assert int(batched.num_iters[i]) == int(single.num_iters)
-        np.testing.assert_allclose(ravel(jax.tree.map(lambda x, i=i: x[i], batched.x)),
-                                   ravel(single.x), rtol=1e-10, atol=1e-13)
+        # A vmapped reduction may round its last bit differently from the unbatched one
+        # (it does with XLA:CPU's older code generator, which the tests use), and at
+        # cond = 1e3 that can move the rtol test by one iteration: allow it, nothing more.
+        # The member with b = 0 must stop at once whatever the others do.
+        assert abs(int(batched.num_iters[i]) - int(single.num_iters)) <= (0 if i == 1 else 1)
+        x = ravel(jax.tree.map(lambda x, i=i: x[i], batched.x))
+        np.testing.assert_allclose(x, ravel(single.x), rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(a @ x, ravel(b), rtol=1e-8, atol=1e-12)
+    assert int(batched.num_iters[1]) == 0 and int(batched.num_iters[0]) > 10
 
 
 # ----------------------------------------------------------------------- Steihaug
