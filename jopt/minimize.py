@@ -370,9 +370,13 @@ def minimize(
     hit = _FAST_CALLS.get(key) if key is not None else None
     if hit is not None:  # checked before with the same static inputs: call directly
         run, config, tx, dtype = hit
-        # (the key admits only Python-number tolerances: one cached lookup for the three)
-        return _unpack(config, *run(config, tx, x0, args, *_device_tolerances(
-            tol, ftol, xtol, dtype), _no_limit()))
+        try:
+            # (the key admits only Python-number tolerances: one cached lookup for the three)
+            return _unpack(config, *run(config, tx, x0, args, *_device_tolerances(
+                tol, ftol, xtol, dtype), _no_limit()))
+        except ValueError as err:  # in a caller's jit, closing over concrete inputs only:
+            if "compiler_options" not in str(err):  # the checked path below handles it
+                raise
     tx = _resolve_method(method)
     check_float_tree("x0", x0)
     _check_run_options(args, tol, ftol, xtol, maxiter, maxfev)

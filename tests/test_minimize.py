@@ -195,8 +195,11 @@ def test_eager_and_traced_results_carry_the_same_counters():
     traced = jax.jit(lambda x: jopt.minimize(rosenbrock, x, method="bfgs"))(x0)
     constant = jax.jit(lambda: jopt.minimize(rosenbrock, jnp.asarray([-1.2, 1.0]),
                                              method="bfgs"))()
+    # Closing over the concrete x0 inside a jit, after the eager calls: the cached eager
+    # path's program has compiler options, which a nested jit may not take (this raised).
+    closed = jax.jit(lambda: jopt.minimize(rosenbrock, x0, method="bfgs"))()
     fields = ("nit", "nfev", "njev", "nhev", "status", "success")
-    for res in (again, traced, constant):
+    for res in (again, traced, constant, closed):
         for name in fields:
             a, b = np.asarray(getattr(eager, name)), np.asarray(getattr(res, name))
             assert a.dtype == b.dtype and a.shape == b.shape == (), name
