@@ -123,3 +123,13 @@ def wait_for_load(limit: float = 1.5, poll: float = 30.0, max_wait: float = 900.
             print(f"# load {load:.2f} after waiting {time.time() - t0:.0f} s", flush=True)
             return load
         time.sleep(poll)
+
+
+def emit(lines: Sequence[str], md_path: str | None) -> str:
+    """Print a report's ``lines`` and write them to ``md_path`` (if given); returns the text."""
+    text = "\n".join(lines)
+    print(text)
+    if md_path:
+        with open(md_path, "w") as fh:
+            fh.write(text + "\n")
+    return text

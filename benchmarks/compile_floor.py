@@ -32,6 +32,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from benchmarks import quasi_newton as qn  # noqa: E402
+from benchmarks._timing import emit  # noqa: E402
 from benchmarks.loop_floor import _floor_jit, bare_lbfgs  # noqa: E402
 from benchmarks.problems import suite  # noqa: E402
 
@@ -108,11 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{sums['floor-lbfgs'] / sums['optx-lbfgs']:.2f} | "
         f"{sums['jopt-lbfgs'] / sums['optx-lbfgs']:.2f} | "
         f"{sums['jopt-lbfgs'] / sums['floor-lbfgs']:.2f} |")
-    text = "\n".join(lines)
-    print(text)
-    if args.md:
-        with open(args.md, "w") as fh:
-            fh.write(text + "\n")
+    emit(lines, args.md)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import jax.numpy as jnp  # noqa: E402
 
 import jopt  # noqa: E402
 from benchmarks import problems as P  # noqa: E402
-from benchmarks._timing import median, wait_for_load  # noqa: E402
+from benchmarks._timing import emit, median, wait_for_load  # noqa: E402
 from benchmarks.quasi_newton import _jaxopt, _optax  # noqa: E402
 
 FLOOR_ITERS = 1000
@@ -206,11 +206,7 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['problem']} | {r['method']} | {r['iters']} | {r['total_ms']:.1f} | "
                      f"{r['per_iter_us']:.1f} | {r['ratio_floor']:.2f} |")
-    text = "\n".join(lines)
-    print(text)
-    if args.md:
-        with open(args.md, "w") as fh:
-            fh.write(text + "\n")
+    emit(lines, args.md)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,8 @@
 #!/bin/bash
 # Issue 3's n >= 1000 comparison timed interleaved (benchmarks/large_interleaved.py): two
-# shards, each pinned to one core.
-cd "$(dirname "$0")/../.."
-export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=$PWD
-for i in 0 1; do
-  taskset -c $i .venv/bin/python -m benchmarks.large_interleaved --shard $i/2 \
-    --out benchmarks/results/large_shard$i.jsonl > benchmarks/results/large_shard$i.log 2>&1 &
-done
-wait
+# shards, each pinned to one core, then the report.
+here="$(dirname "$0")"
+bash "$here/run_shards.sh" large_interleaved large
+cd "$here/../.."
 .venv/bin/python -m benchmarks.large_interleaved --report benchmarks/results/large_shard0.jsonl \
   benchmarks/results/large_shard1.jsonl --md benchmarks/results/large_interleaved.md
