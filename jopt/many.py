@@ -166,7 +166,7 @@ def _minimize_many(
     bucket_sizes: Sequence[int] | None,
 ) -> tuple[MinimizeResult, ManyStats]:
     """:func:`minimize_many` that also reports its :class:`ManyStats`."""
-    tx = _resolve_method(method)
+    tx = _resolve_method(method, batched=True)
     check_float_tree("x0s", x0s)
     _check_run_options(args, tol, ftol, xtol, maxiter, maxfev)
     _check_count("history_size", history_size)

@@ -140,12 +140,18 @@ METHODS: dict[str, Callable[[], optax.GradientTransformationExtraArgs]] = {
 
 
 @functools.cache
-def _named_transform(name: str) -> optax.GradientTransformationExtraArgs:
-    """One transform object per method name, so the compiled loop is reused across calls."""
+def _named_transform(name: str, batched: bool = False) -> optax.GradientTransformationExtraArgs:
+    """One transform object per method name, so the compiled loop is reused across calls.
+
+    ``batched``: for a program that runs vmapped (``minimize_many``), where L-BFGS keeps
+    its history unchunked (see ``jopt.scale_by_lbfgs``'s ``chunked_history``).
+    """
+    if batched and METHODS[name] is lbfgs:
+        return lbfgs(chunked_history=False)
     return METHODS[name]()
 
 
-def _resolve_method(method: Any) -> optax.GradientTransformationExtraArgs:
+def _resolve_method(method: Any, batched: bool = False) -> optax.GradientTransformationExtraArgs:
     if isinstance(method, str):
         key = method.lower()
         if key not in METHODS:
@@ -153,7 +159,7 @@ def _resolve_method(method: Any) -> optax.GradientTransformationExtraArgs:
                 f"Unknown `method` {method!r}. Valid names: {sorted(set(METHODS))}; or pass "
                 f"any optax/jopt GradientTransformation."
             )
-        return _named_transform(key)
+        return _named_transform(key, batched)
     if isinstance(method, optax.GradientTransformationExtraArgs):
         return method
     if isinstance(method, optax.GradientTransformation):
