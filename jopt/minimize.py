@@ -41,6 +41,7 @@ from jopt.transforms.quasi_newton import (
     BFGSState,
     LBFGSState,
     NonlinearCGState,
+    _use_chunks,
     bfgs,
     lbfgs,
     nonlinear_cg,
@@ -140,18 +141,27 @@ METHODS: dict[str, Callable[[], optax.GradientTransformationExtraArgs]] = {
 
 
 @functools.cache
-def _named_transform(name: str, batched: bool = False) -> optax.GradientTransformationExtraArgs:
+def _named_transform(name: str, chunked_history: bool = True
+                     ) -> optax.GradientTransformationExtraArgs:
     """One transform object per method name, so the compiled loop is reused across calls.
 
-    ``batched``: for a program that runs vmapped (``minimize_many``), where L-BFGS keeps
-    its history unchunked (see ``jopt.scale_by_lbfgs``'s ``chunked_history``).
+    ``chunked_history``: L-BFGS's history layout (see ``jopt.scale_by_lbfgs``).
     """
-    if batched and METHODS[name] is lbfgs:
-        return lbfgs(chunked_history=False)
+    if METHODS[name] is lbfgs:
+        return lbfgs(chunked_history=chunked_history)
     return METHODS[name]()
 
 
-def _resolve_method(method: Any, batched: bool = False) -> optax.GradientTransformationExtraArgs:
+def _resolve_method(method: Any, *, batched: bool = False, fun: Callable | None = None,
+                    x: PyTree = None, args: tuple = ()) -> optax.GradientTransformationExtraArgs:
+    """The transform for ``method`` (a name or a transform).
+
+    For ``"lbfgs"`` by name, the history is chunked (see ``jopt.scale_by_lbfgs``) only
+    when that lets XLA:CPU run the program inline: not for a ``vmap``ped program
+    (``batched``), nor when the objective ``fun(x, *args)`` has buffers of its own over
+    512 bytes (it runs on the thread pool anyway, and the chunks cost it 3-17 %: WATSON-9,
+    OSBORNE2-11 in ``benchmarks/results/history_layout.md``).
+    """
     if isinstance(method, str):
         key = method.lower()
         if key not in METHODS:
@@ -159,7 +169,9 @@ def _resolve_method(method: Any, batched: bool = False) -> optax.GradientTransfo
                 f"Unknown `method` {method!r}. Valid names: {sorted(set(METHODS))}; or pass "
                 f"any optax/jopt GradientTransformation."
             )
-        return _named_transform(key, batched)
+        chunked = (METHODS[key] is lbfgs and not batched and fun is not None
+                   and _history_chunks_apply(x) and _fits_inline(fun, x, args))
+        return _named_transform(key, chunked)
     if isinstance(method, optax.GradientTransformationExtraArgs):
         return method
     if isinstance(method, optax.GradientTransformation):
@@ -168,6 +180,55 @@ def _resolve_method(method: Any, batched: bool = False) -> optax.GradientTransfo
         f"`method` must be a method name ({sorted(set(METHODS))}) or an optax "
         f"GradientTransformation, got {type(method).__name__}."
     )
+
+
+def _history_chunks_apply(x: PyTree) -> bool:
+    """Whether L-BFGS (m = 10) would chunk its history for ``x`` (cheap, by shape)."""
+    try:
+        return _use_chunks(x, 10)
+    except (TypeError, ValueError):  # not an array tree: the argument checks report it
+        return False
+
+
+def _fits_inline(fun: Callable, x: PyTree, args: tuple) -> bool:
+    """Whether every value of ``value_and_grad(fun)(x, *args)`` is at most 512 bytes
+    (XLA:CPU's limit for running a program's kernels inline; see ``ColumnChunks``)."""
+    try:
+        closed = jax.make_jaxpr(jax.value_and_grad(fun))(x, *args)
+    except Exception:  # an objective that does not trace: the checked path below
+        return False  # reports it with its own message
+    return _max_bytes(closed.jaxpr) <= _INLINE_BYTES
+
+
+_INLINE_BYTES = 512
+
+
+def _max_bytes(jaxpr: Any) -> int:
+    """The largest value (input, constant, intermediate) in ``jaxpr`` and its sub-jaxprs."""
+    def nbytes(var: Any) -> int:
+        aval = getattr(var, "aval", None)
+        shape, dtype = getattr(aval, "shape", None), getattr(aval, "dtype", None)
+        if shape is None or dtype is None:
+            return 0
+        return math.prod(shape) * np.dtype(dtype).itemsize
+
+    def subjaxprs(value: Any):
+        if hasattr(value, "eqns"):
+            yield value
+        elif hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):
+            yield value.jaxpr
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                yield from subjaxprs(item)
+
+    largest = max((nbytes(v) for v in (*jaxpr.invars, *jaxpr.constvars, *jaxpr.outvars)),
+                  default=0)
+    for eqn in jaxpr.eqns:
+        largest = max(largest, *(nbytes(v) for v in (*eqn.invars, *eqn.outvars)))
+        for param in eqn.params.values():
+            for sub in subjaxprs(param):
+                largest = max(largest, _max_bytes(sub))
+    return largest
 
 
 def _find_linesearch_state(state: PyTree) -> LineSearchState | None:
@@ -383,7 +444,7 @@ def minimize(
         except ValueError as err:  # in a caller's jit, closing over concrete inputs only:
             if "compiler_options" not in str(err):  # the checked path below handles it
                 raise
-    tx = _resolve_method(method)
+    tx = _resolve_method(method, fun=fun, x=x0, args=args)
     check_float_tree("x0", x0)
     _check_run_options(args, tol, ftol, xtol, maxiter, maxfev)
     _check_count("history_size", history_size)
@@ -451,7 +512,7 @@ def minimize_init(
 
     The compiled program is cached per objective, method, shapes and history length.
     """
-    tx = _resolve_method(method)
+    tx = _resolve_method(method, fun=fun, x=x0, args=args)
     check_float_tree("x0", x0)
     _check_args(args)
     _check_tolerance("tol", tol, allow_zero=False)
@@ -500,10 +561,10 @@ def minimize_run(
       unchanged. ``num_steps`` and the tolerances are traced: new values do not
       recompile (except that an ``ftol``/``xtol`` of exactly 0 compiles its test out).
     """
-    tx = _resolve_method(method)
     if not isinstance(state, SolverState):
         raise TypeError(f"`state` must be a jopt.SolverState (from `minimize_init`), got "
                         f"{type(state).__name__}.")
+    tx = _resolve_method(method, fun=fun, x=state.x, args=args)
     _check_run_options(args, tol, ftol, xtol, maxiter, maxfev)
     _check_count("num_steps", num_steps)
     _check_verbose(verbose)

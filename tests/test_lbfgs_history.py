@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import jopt
 import jopt.transforms.quasi_newton as qn
+from jopt.minimize import _fits_inline, _max_bytes, _resolve_method
 from jopt.transforms.quasi_newton import ColumnChunks
 
 
@@ -39,7 +40,8 @@ def _widths(history):
         (np.zeros(4), 10, [None]),  # 320-byte history: already small
         (np.zeros(10), 10, [[6, 4]]),
         (np.zeros(24), 10, [[6, 6, 6, 6]]),
-        (np.zeros(30), 10, [None]),  # would need 5 chunks
+        (np.zeros(30), 10, [[6, 6, 6, 6, 6]]),
+        (np.zeros(36), 10, [None]),  # would need 6 chunks
         (np.zeros(10, np.float32), 10, [None]),  # 400 bytes
         (np.zeros(20, np.float32), 10, [[12, 8]]),
         (np.zeros(10), 3, [None]),  # 240 bytes
@@ -84,7 +86,7 @@ def _run_updates(tx, xs, grad):
 
 
 @settings(max_examples=12, deadline=None)
-@given(n=st.integers(7, 24), steps=st.integers(2, 14), seed=st.integers(0, 2**16))
+@given(n=st.integers(7, 30), steps=st.integers(2, 14), seed=st.integers(0, 2**16))
 def test_chunked_history_equals_rows_and_dense_oracle(n, steps, seed):
     rng = np.random.default_rng(seed)
     q, _ = np.linalg.qr(rng.standard_normal((n, n)))
@@ -92,7 +94,7 @@ def test_chunked_history_equals_rows_and_dense_oracle(n, steps, seed):
     grad = jax.grad(lambda x: 0.5 * x @ (a @ x))
     xs = [jnp.asarray(rng.standard_normal(n)) for _ in range(steps)]
 
-    m = 10  # chunked for 7 <= n <= 24 in float64
+    m = 10  # chunked for 7 <= n <= 30 in float64
     chunked_d, chunked = _run_updates(jopt.scale_by_lbfgs(m), xs, grad)
     assert isinstance(chunked.s_history, ColumnChunks)
     old = qn._MAX_CHUNKS
@@ -189,11 +191,9 @@ def test_chunked_history_false_keeps_rows_and_bad_values_are_rejected():
 def test_minimize_many_keeps_rows_for_method_names():
     """A batch's buffers are large anyway; chunks would only add gathers (see
     scale_by_lbfgs). The named transform minimize_many uses keeps rows; minimize's chunks."""
-    from jopt.minimize import _resolve_method
-
     x = jnp.zeros(10)
-    batched = _resolve_method("lbfgs", batched=True).init(x)
-    single = _resolve_method("lbfgs").init(x)
+    batched = _resolve_method("lbfgs", batched=True, fun=extended_rosenbrock, x=x).init(x)
+    single = _resolve_method("lbfgs", fun=extended_rosenbrock, x=x).init(x)
     assert _widths(batched[0].s_history) == [None]
     assert _widths(single[0].s_history) == [[6, 4]]
     x0s = jnp.asarray(np.tile([-1.2, 1.0], 5))[None] + 0.05 * jnp.arange(2.0)[:, None]
@@ -201,3 +201,36 @@ def test_minimize_many_keeps_rows_for_method_names():
     for i in range(2):
         np.testing.assert_allclose(many.x[i], jopt.minimize(extended_rosenbrock, x0s[i]).x,
                                    rtol=1e-8, atol=1e-10)
+
+
+def _least_squares(x, t, y):
+    return jnp.sum((x[0] * jnp.exp(-x[1] * t) + x[2:] @ jnp.ones(x.size - 2) - y) ** 2)
+
+
+@pytest.mark.parametrize(("points", "chunked"), [(20, True), (64, True), (65, False)])
+def test_minimize_chunks_only_when_the_objective_is_small_too(points, chunked):
+    """64 float64 data points are 512 bytes: the program can still run inline; 65 cannot,
+    and then L-BFGS by name keeps its history as one array."""
+    x = jnp.full(10, 0.5)
+    t = jnp.linspace(0.0, 1.0, points)
+    y = 2.0 * jnp.exp(-t)
+    tx = _resolve_method("lbfgs", fun=_least_squares, x=x, args=(t, y))
+    assert isinstance(tx.init(x)[0].s_history, ColumnChunks) == chunked
+    assert _fits_inline(_least_squares, x, (t, y)) == chunked
+    res = jopt.minimize(_least_squares, x, args=(t, y), tol=1e-8)
+    assert int(res.status) == 0
+    np.testing.assert_allclose(res.fun, 0.0, atol=1e-12)
+
+
+def test_max_bytes_sees_constants_and_inner_jaxprs():
+    data = jnp.arange(100.0)  # 800 bytes, closed over by a jitted objective
+
+    @jax.jit
+    def f(x):
+        return jnp.sum(x**2) + jnp.sum(jnp.sin(data)) * x[0]
+
+    x = jnp.zeros(3)
+    assert _max_bytes(jax.make_jaxpr(jax.value_and_grad(f))(x).jaxpr) >= 800
+    assert not _fits_inline(f, x, ())
+    assert _fits_inline(lambda x: jnp.sum(x**2), x, ())
+    assert not _fits_inline(lambda x: x, x, ())  # not scalar: no answer, so no chunks

@@ -90,14 +90,16 @@ def _pair_is_usable(s: PyTree, y: PyTree, has_prev: jax.Array) -> tuple[jax.Arra
 # An (m, n) history of m = 10 float64 pairs passes that size at n = 7, long before the
 # vectors do (n = 65), so for small problems each history leaf is kept as a few column
 # chunks of at most 512 bytes and the whole L-BFGS loop runs inline. Whole solves, one
-# core, the same iterates bit for bit: 15 of the suite's 17 problems with 7 <= n <= 12
-# took 20-35 % less (EXT_ROSENBROCK-10 224 -> 151 µs, PENALTY2-10 639 -> 413 µs); the
-# other two (WATSON-9, OSBORNE2-11) have objectives with larger buffers of their own,
-# stay on the pool, and took 4-6 % more. Every chunk adds a kernel to each pair write:
-# on Rosenbrock n = 24 (4 chunks) 263 -> 200 µs, n = 30 (5) 251 -> 202 µs, n = 36 (6)
-# 285 -> 339 µs. Hence at most _MAX_CHUNKS chunks.
+# core, the same iterates bit for bit (`python -m benchmarks.history_layout`): the
+# suite's problems with 7 <= n <= 12 took a median 0.69x the time (EXT_ROSENBROCK-10
+# 238 -> 173 µs, PENALTY1-10 385 -> 234 µs). Objectives with larger buffers of their own
+# (WATSON-9, OSBORNE2-11, BROYDEN_BANDED-10) stay on the pool and gain nothing, so
+# `minimize` by name keeps rows for them (see jopt.minimize._resolve_method). Every
+# chunk adds a kernel to each pair write: on Rosenbrock, n = 24 (4 chunks) 0.75x,
+# n = 30 (5) 0.72-0.75x, n = 36 (6) 1.05-1.25x, n = 48 (8) 1.35-1.46x. Hence at most
+# _MAX_CHUNKS chunks.
 _CHUNK_BYTES = 512
-_MAX_CHUNKS = 4
+_MAX_CHUNKS = 5
 
 
 @jax.tree_util.register_pytree_node_class
@@ -143,7 +145,7 @@ def _is_chunks(node: Any) -> bool:
 
 def _chunk_width(leaf: Any, memory_size: int) -> int:
     """Entries per row in a chunk of at most ``_CHUNK_BYTES`` (at least 1)."""
-    return max(1, _CHUNK_BYTES // (memory_size * jnp.dtype(leaf.dtype).itemsize))
+    return max(1, _CHUNK_BYTES // (memory_size * jnp.dtype(jnp.result_type(leaf)).itemsize))
 
 
 def _use_chunks(params: PyTree, memory_size: int) -> bool:
@@ -246,7 +248,7 @@ def scale_by_lbfgs(memory_size: int = 10, chunked_history: bool = True
 
     ``chunked_history``: keep each history leaf as column chunks of at most 512 bytes
     (:class:`ColumnChunks`) so that XLA:CPU runs a small problem's loop inline instead of
-    on its thread pool (20-35 % faster solves at n = 7-24 in float64). ``True``
+    on its thread pool (~30 % faster solves at n = 7-30 in float64). ``True``
     (default): chunked exactly when that makes every history buffer small; ``False``:
     never. Pass ``False`` for a program you ``vmap``: a batch's buffers are large anyway,
     and each chunk then costs the batched program a gather and a scatter
