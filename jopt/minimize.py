@@ -224,7 +224,7 @@ def _max_bytes(jaxpr: Any) -> int:
     largest = max((nbytes(v) for v in (*jaxpr.invars, *jaxpr.constvars, *jaxpr.outvars)),
                   default=0)
     for eqn in jaxpr.eqns:
-        largest = max(largest, *(nbytes(v) for v in (*eqn.invars, *eqn.outvars)))
+        largest = max([largest, *(nbytes(v) for v in (*eqn.invars, *eqn.outvars))])
         for param in eqn.params.values():
             for sub in subjaxprs(param):
                 largest = max(largest, _max_bytes(sub))

@@ -234,3 +234,17 @@ def test_max_bytes_sees_constants_and_inner_jaxprs():
     assert not _fits_inline(f, x, ())
     assert _fits_inline(lambda x: jnp.sum(x**2), x, ())
     assert not _fits_inline(lambda x: x, x, ())  # not scalar: no answer, so no chunks
+
+
+def test_fits_inline_with_a_callback_in_the_objective():
+    """An equation without inputs or outputs (a debug callback) must not break the scan."""
+    calls = []
+
+    def f(x):
+        jax.debug.callback(lambda: calls.append(1))
+        return jnp.sum((x - 1.0) ** 2)
+
+    x = jnp.zeros(10)
+    assert _fits_inline(f, x, ())
+    res = jopt.minimize(f, x)
+    assert int(res.status) == 0 and len(calls) >= int(res.nfev)
