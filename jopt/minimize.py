@@ -192,15 +192,35 @@ def _history_chunks_apply(x: PyTree) -> bool:
 
 def _fits_inline(fun: Callable, x: PyTree, args: tuple) -> bool:
     """Whether every value of ``value_and_grad(fun)(x, *args)`` is at most 512 bytes
-    (XLA:CPU's limit for running a program's kernels inline; see ``ColumnChunks``)."""
+    (XLA:CPU's limit for running a program's kernels inline; see ``ColumnChunks``).
+
+    Cached per objective and the shapes and dtypes of ``x`` and ``args``: the trace costs
+    ~4 ms, and an eager call that cannot take the cached path (e.g. array tolerances)
+    would otherwise pay it every time.
+    """
+    try:
+        key = (fun, *(jax.tree.structure(t) for t in (x, args)),
+               tuple((np.shape(leaf), np.dtype(jnp.result_type(leaf)))
+                     for leaf in jax.tree.leaves((x, args))))
+        hash(key)
+    except TypeError:  # unhashable objective or leaves without a dtype: not cached
+        key = None
+    if key is not None and key in _FITS_INLINE:
+        return _FITS_INLINE[key]
     try:
         closed = jax.make_jaxpr(jax.value_and_grad(fun))(x, *args)
+        fits = _max_bytes(closed.jaxpr) <= _INLINE_BYTES
     except Exception:  # an objective that does not trace: the checked path below
-        return False  # reports it with its own message
-    return _max_bytes(closed.jaxpr) <= _INLINE_BYTES
+        fits = False  # reports it with its own message
+    if key is not None:
+        if len(_FITS_INLINE) >= _FAST_CALLS_MAX:
+            _FITS_INLINE.pop(next(iter(_FITS_INLINE)))
+        _FITS_INLINE[key] = fits
+    return fits
 
 
 _INLINE_BYTES = 512
+_FITS_INLINE: dict = {}
 
 
 def _max_bytes(jaxpr: Any) -> int:

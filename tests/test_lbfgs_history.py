@@ -248,3 +248,20 @@ def test_fits_inline_with_a_callback_in_the_objective():
     assert _fits_inline(f, x, ())
     res = jopt.minimize(f, x)
     assert int(res.status) == 0 and len(calls) >= int(res.nfev)
+
+
+def test_fits_inline_is_cached_per_objective_and_shapes():
+    """The check traces the objective (~ms): once per objective, shapes and dtypes."""
+    traces = []
+
+    def f(x, scale):
+        traces.append(1)
+        return scale * jnp.sum(x**2)
+
+    x = jnp.zeros(10)
+    assert _fits_inline(f, x, (2.0,)) and _fits_inline(f, x + 1.0, (3.0,))
+    assert len(traces) == 1
+    assert _fits_inline(f, jnp.zeros(11), (2.0,))
+    assert len(traces) == 2
+    assert not _fits_inline(f, jnp.zeros(100), (2.0,))
+    assert len(traces) == 3
