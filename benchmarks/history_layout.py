@@ -1,4 +1,4 @@
-"""L-BFGS history layout on small problems: column chunks (inline loop) vs one array.
+"""Small-problem state layouts: chunks of at most 512 bytes (inline loop) vs one array.
 
 XLA:CPU runs a compiled program's kernels inline only when every buffer they touch is at
 most 512 bytes; otherwise it schedules them on its thread pool. An L-BFGS history of
@@ -14,6 +14,9 @@ default; see ``jopt.transforms.quasi_newton.ColumnChunks``). This script times w
 512 bytes too (otherwise the program runs on the pool anyway); the column "by name" says
 which layout it picks, and the summary gives the by-name time over ``rows``.
 
+``--method bfgs`` compares ``jopt.bfgs(chunked_hessian=False)`` with ``jopt.bfgs()``,
+whose ``(n, n)`` matrix is kept as row blocks of at most 512 bytes for 9 <= n <= 16.
+
 Problems: the suite's problems with 7 <= n <= 64 (``benchmarks.problems``), and
 extended Rosenbrock at n = 8 ... 48, where ``--force`` also times chunks past the
 default's limit of 5 chunks (by raising ``_MAX_CHUNKS``), to show where the limit comes
@@ -23,7 +26,8 @@ layouts end at the same x, bit for bit, with the same iteration and evaluation c
 
 Usage::
 
-    taskset -c 1 python -m benchmarks.history_layout [--rounds 7] [--md out.md]
+    taskset -c 1 python -m benchmarks.history_layout [--method lbfgs|bfgs] [--rounds 7]
+        [--no-force] [--md out.md]
 """
 
 from __future__ import annotations
@@ -89,36 +93,46 @@ def solver(fun, x0, tx):
     return call
 
 
-def cases(force: bool) -> list[tuple[str, object, jax.Array, dict]]:
+def cases(method: str, force: bool) -> list[tuple[str, object, jax.Array, dict]]:
     """(name, objective, x0, {layout: transform}) for every timed problem."""
-    rows, chunks = jopt.lbfgs(chunked_history=False), jopt.lbfgs()
+    if method == "bfgs":
+        rows, chunks, chunked = jopt.bfgs(chunked_hessian=False), jopt.bfgs(), jopt.bfgs()
+        sizes = (10, 12, 16, 18)
+    else:
+        rows, chunks = jopt.lbfgs(chunked_history=False), jopt.lbfgs()
+        chunked = forced_chunks() if force else chunks
+        sizes = (8, 16, 24, 30, 36, 42, 48)
     out = []
     for p in P.suite(sizes=(1000,)):
-        if 7 <= p.n <= 64:
+        if (9 if method == "bfgs" else 7) <= p.n <= 64:
             out.append((p.name, jax.jit(p.fun), jnp.asarray(p.x0),
                         {"rows": rows, "chunks": chunks}))
-    for n in (8, 16, 24, 30, 36, 42, 48):
-        layouts = {"rows": rows, "chunks": forced_chunks() if force else chunks}
+    for n in sizes:
         out.append((f"ext-rosenbrock n={n}", jax.jit(extended_rosenbrock),
-                    jnp.asarray(np.tile([-1.2, 1.0], n // 2)), layouts))
+                    jnp.asarray(np.tile([-1.2, 1.0], n // 2)),
+                    {"rows": rows, "chunks": chunked}))
     return out
 
 
 def num_chunks(tx, x0: jax.Array) -> int:
-    """Chunks per history leaf in ``tx``'s state for ``x0`` (1: one array)."""
-    hist = tx.init(x0)[0].s_history
+    """Chunks per history leaf (L-BFGS) or row blocks (BFGS) in ``tx``'s state for ``x0``."""
+    state = tx.init(x0)[0]
+    if isinstance(state, qn.BFGSState):
+        return len(state.inv_hessian)
+    hist = state.s_history
     return len(hist.chunks) if isinstance(hist, qn.ColumnChunks) else 1
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--method", choices=("lbfgs", "bfgs"), default="lbfgs")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--no-force", action="store_true",
                     help="time the default layout only (no chunks past _MAX_CHUNKS)")
     ap.add_argument("--md", default=None)
     args = ap.parse_args(argv)
     jax.block_until_ready(jax.jit(lambda x: x + 1)(1.0))
-    todo = cases(force=not args.no_force)
+    todo = cases(args.method, force=not args.no_force)
     calls, info = {}, {}
     for name, fun, x0, layouts in todo:
         for layout, tx in layouts.items():
@@ -134,8 +148,9 @@ def main(argv: list[str] | None = None) -> None:
             times[key].append(per_call(calls[key]))
     lines = [
         f"jax {jax.__version__} ({jax.default_backend()}), 1-min load "
-        f"{os.getloadavg()[0]:.1f} at the end; whole `jopt.minimize` L-BFGS solves (m = 10, "
-        f"float64, tol 1e-6), µs per call, median of {args.rounds} interleaved rounds.",
+        f"{os.getloadavg()[0]:.1f} at the end; whole `jopt.minimize` {args.method} solves "
+        f"(float64, tol 1e-6), µs per call, median of {args.rounds} interleaved rounds; "
+        f"rows: one array, chunks: blocks of at most 512 bytes.",
         "",
         "| problem | n | chunks | nit | nfev | same x (bits) | rows µs | chunks µs "
         "| chunks / rows | by name |",
@@ -147,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         ta = statistics.median(times[(name, "rows")]) * 1e6
         tb = statistics.median(times[(name, "chunks")]) * 1e6
         same = a[0] == b[0] and a[1] == b[1] and np.array_equal(a[2], b[2])
-        picks = num_chunks(_resolve_method("lbfgs", fun=fun, x=x0), x0) > 1
+        picks = num_chunks(_resolve_method(args.method, fun=fun, x=x0), x0) > 1
         if not name.startswith("ext-"):
             ratios.append(tb / ta)
             by_name.append(tb / ta if picks else 1.0)
@@ -158,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     if ratios:
         lines += ["", f"Suite problems: median chunks / rows {statistics.median(ratios):.2f} "
                   f"over {len(ratios)} problems ({sum(r < 1 for r in ratios)} faster); "
-                  f"`method=\"lbfgs\"` (by name) / rows: median "
+                  f"`method=\"{args.method}\"` (by name) / rows: median "
                   f"{statistics.median(by_name):.2f}, worst {max(by_name):.2f}."]
     emit(lines, args.md)
 

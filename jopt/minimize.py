@@ -41,6 +41,7 @@ from jopt.transforms.quasi_newton import (
     BFGSState,
     LBFGSState,
     NonlinearCGState,
+    _bfgs_block_rows,
     _use_chunks,
     bfgs,
     lbfgs,
@@ -141,14 +142,16 @@ METHODS: dict[str, Callable[[], optax.GradientTransformationExtraArgs]] = {
 
 
 @functools.cache
-def _named_transform(name: str, chunked_history: bool = True
-                     ) -> optax.GradientTransformationExtraArgs:
+def _named_transform(name: str, chunked: bool = True) -> optax.GradientTransformationExtraArgs:
     """One transform object per method name, so the compiled loop is reused across calls.
 
-    ``chunked_history``: L-BFGS's history layout (see ``jopt.scale_by_lbfgs``).
+    ``chunked``: L-BFGS's history and BFGS's matrix in blocks of at most 512 bytes (see
+    ``jopt.scale_by_lbfgs``, ``jopt.scale_by_bfgs``).
     """
     if METHODS[name] is lbfgs:
-        return lbfgs(chunked_history=chunked_history)
+        return lbfgs(chunked_history=chunked)
+    if METHODS[name] is bfgs:
+        return bfgs(chunked_hessian=chunked)
     return METHODS[name]()
 
 
@@ -156,8 +159,9 @@ def _resolve_method(method: Any, *, batched: bool = False, fun: Callable | None 
                     x: PyTree = None, args: tuple = ()) -> optax.GradientTransformationExtraArgs:
     """The transform for ``method`` (a name or a transform).
 
-    For ``"lbfgs"`` by name, the history is chunked (see ``jopt.scale_by_lbfgs``) only
-    when that lets XLA:CPU run the program inline: not for a ``vmap``ped program
+    For ``"lbfgs"`` and ``"bfgs"`` by name, the history (matrix) is chunked (see
+    ``jopt.scale_by_lbfgs``) only when that lets XLA:CPU run the program inline: not for
+    a ``vmap``ped program
     (``batched``), nor when the objective ``fun(x, *args)`` has buffers of its own over
     512 bytes (it runs on the thread pool anyway, and the chunks cost it 3-17 %: WATSON-9,
     OSBORNE2-11 in ``benchmarks/results/history_layout.md``).
@@ -169,8 +173,8 @@ def _resolve_method(method: Any, *, batched: bool = False, fun: Callable | None 
                 f"Unknown `method` {method!r}. Valid names: {sorted(set(METHODS))}; or pass "
                 f"any optax/jopt GradientTransformation."
             )
-        chunked = (METHODS[key] is lbfgs and not batched and fun is not None
-                   and _history_chunks_apply(x) and _fits_inline(fun, x, args))
+        chunked = (not batched and fun is not None and _chunks_apply(METHODS[key], x)
+                   and _fits_inline(fun, x, args))
         return _named_transform(key, chunked)
     if isinstance(method, optax.GradientTransformationExtraArgs):
         return method
@@ -182,12 +186,19 @@ def _resolve_method(method: Any, *, batched: bool = False, fun: Callable | None 
     )
 
 
-def _history_chunks_apply(x: PyTree) -> bool:
-    """Whether L-BFGS (m = 10) would chunk its history for ``x`` (cheap, by shape)."""
+def _chunks_apply(method: Callable, x: PyTree) -> bool:
+    """Whether ``method`` (lbfgs, bfgs) would chunk its state for ``x`` (by shape)."""
     try:
-        return _use_chunks(x, 10)
+        if method is lbfgs:
+            return _use_chunks(x, 10)
+        if method is bfgs:
+            leaves = jax.tree.leaves(x)
+            n = sum(math.prod(np.shape(leaf)) for leaf in leaves)
+            dtype = jnp.result_type(*leaves) if leaves else jnp.float32
+            return len(_bfgs_block_rows(n, dtype, True)) > 1
     except (TypeError, ValueError):  # not an array tree: the argument checks report it
-        return False
+        pass
+    return False
 
 
 def _fits_inline(fun: Callable, x: PyTree, args: tuple) -> bool:

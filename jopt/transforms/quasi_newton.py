@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
@@ -335,28 +336,54 @@ def lbfgs(
 
 
 class BFGSState(NamedTuple):
-    """State of :func:`scale_by_bfgs`: the dense inverse-Hessian approximation."""
+    """State of :func:`scale_by_bfgs`: the dense inverse-Hessian approximation.
+
+    ``inv_hessian`` is a tuple of row blocks whose concatenation is the ``(n, n)`` matrix
+    in ``ravel_pytree`` order: one block, or for small problems a few of at most 512 bytes
+    each, so that XLA:CPU runs the loop inline (see :func:`scale_by_bfgs`).
+    """
 
     count: jax.Array
-    inv_hessian: jax.Array  # (n, n) in ravel_pytree order
+    inv_hessian: tuple  # row blocks (r_k, n); jnp.concatenate(blocks) is H
     prev_params: PyTree
     prev_grad: PyTree
 
 
-def scale_by_bfgs() -> optax.GradientTransformationExtraArgs:
+def _bfgs_block_rows(n: int, dtype: Any, chunked: bool) -> list[int]:
+    """Rows per block of the ``(n, n)`` inverse Hessian: one block, unless ``chunked`` and
+    blocks of at most ``_CHUNK_BYTES`` (at most ``_MAX_CHUNKS`` of them) make every buffer
+    small."""
+    row_bytes = n * jnp.dtype(dtype).itemsize
+    if not chunked or n * row_bytes <= _CHUNK_BYTES or row_bytes > _CHUNK_BYTES:
+        return [n]
+    rows = _CHUNK_BYTES // row_bytes
+    if -(-n // rows) > _MAX_CHUNKS:
+        return [n]
+    return [min(rows, n - start) for start in range(0, n, rows)]
+
+
+def scale_by_bfgs(chunked_hessian: bool = True) -> optax.GradientTransformationExtraArgs:
     """BFGS direction ``d = -H_k ∇f`` with the dense inverse update (N&W eq. 6.17).
 
     Before the first update ``H_0`` is rescaled to ``(yᵀs/yᵀy) I`` (N&W eq. 6.20); pairs
     failing the curvature test leave ``H`` unchanged; a zero step since the last call
     restarts from the identity. Memory is ``n²``: meant for ``n`` up to a few thousand.
+
+    ``chunked_hessian``: for small problems (``n²`` over 512 bytes but at most 5 blocks
+    of 512 bytes: 9 <= n <= 16 in float64), keep ``H`` as row blocks of at most 512
+    bytes, so that XLA:CPU runs the loop inline instead of on its thread pool (as
+    :func:`scale_by_lbfgs`'s ``chunked_history``). ``False``: always one block (pass it
+    for a program you ``vmap``). The directions are the same either way.
     """
+    if not isinstance(chunked_hessian, bool):
+        raise TypeError(f"`chunked_hessian` must be True or False, got {chunked_hessian!r}.")
 
     def init(params: PyTree) -> BFGSState:
         check_float_tree("params", params)
         flat, _ = ravel_pytree(params)
         return BFGSState(
             count=jnp.zeros([], jnp.int32),
-            inv_hessian=jnp.eye(flat.size, dtype=flat.dtype),
+            inv_hessian=_eye_blocks(flat.size, flat.dtype, chunked_hessian),
             prev_params=params,
             prev_grad=jax.tree.map(jnp.zeros_like, params),
         )
@@ -372,30 +399,43 @@ def scale_by_bfgs() -> optax.GradientTransformationExtraArgs:
         # steepest descent now, and H is rebuilt from the identity at the next pair.
         count = jnp.where((state.count > 0) & (s @ s == 0), 0, state.count)
         ok, sy, yy, _ = _pair_is_usable(s, y, count > 0)
-        h = jnp.where(count == 1, jnp.eye(g.size, dtype=g.dtype), state.inv_hessian)
-        h = jnp.where(ok & (count == 1), (sy / jnp.where(ok, yy, 1.0)) * h, h)
+        eye = _eye_blocks(g.size, g.dtype, chunked=True, rows=[b.shape[0] for b in
+                                                               state.inv_hessian])
+        scale = jnp.where(ok & (count == 1), sy / jnp.where(ok, yy, 1.0), 1.0)
+        blocks = tuple(scale * jnp.where(count == 1, e, h)
+                       for e, h in zip(eye, state.inv_hessian, strict=True))
         safe_sy = jnp.where(ok, sy, 1.0)
-        hy = h @ y
-        updated = (
-            h
-            + ((sy + y @ hy) / safe_sy**2) * jnp.outer(s, s)
-            - (jnp.outer(hy, s) + jnp.outer(s, hy)) / safe_sy
-        )
-        h = jnp.where(ok, updated, h)
+        hy = jnp.concatenate([h @ y for h in blocks])
+        c = (sy + y @ hy) / safe_sy**2
+        starts = np.cumsum([0] + [b.shape[0] for b in blocks])
+        blocks = tuple(
+            jnp.where(ok, h + c * jnp.outer(s[a:b], s)
+                      - (jnp.outer(hy[a:b], s) + jnp.outer(s[a:b], hy)) / safe_sy, h)
+            for h, a, b in zip(blocks, starts[:-1], starts[1:], strict=True))
         first = count == 0
+        hg = jnp.concatenate([h @ g for h in blocks])
         direction = jnp.where(first, -g / jnp.maximum(jnp.linalg.norm(g),
-                                                       jnp.finfo(g.dtype).tiny), -(h @ g))
-        new_state = BFGSState(count + 1, h, params, grads)
+                                                       jnp.finfo(g.dtype).tiny), -hg)
+        new_state = BFGSState(count + 1, blocks, params, grads)
         return unravel(direction), new_state
 
     return optax.GradientTransformationExtraArgs(init, update)
 
 
+def _eye_blocks(n: int, dtype: Any, chunked: bool, rows: list[int] | None = None) -> tuple:
+    """The identity as row blocks (``rows``, or :func:`_bfgs_block_rows`'s)."""
+    rows = rows or _bfgs_block_rows(n, dtype, chunked)
+    starts = np.cumsum([0, *rows])
+    return tuple(jnp.eye(r, n, k=int(a), dtype=dtype) for r, a in zip(rows, starts[:-1],
+                                                                        strict=True))
+
+
 def bfgs(
     linesearch: optax.GradientTransformationExtraArgs | None = None,
+    chunked_hessian: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     """BFGS with a strong-Wolfe line search (N&W Alg. 6.1). See :func:`scale_by_bfgs`."""
-    return optax.chain(scale_by_bfgs(), linesearch or scale_by_strong_wolfe())
+    return optax.chain(scale_by_bfgs(chunked_hessian), linesearch or scale_by_strong_wolfe())
 
 
 # ------------------------------------------------------------------- nonlinear CG

@@ -1,5 +1,6 @@
-"""L-BFGS history layout: small problems keep each history leaf as column chunks of at most
-512 bytes (so XLA:CPU runs the loop inline); results must not depend on the layout."""
+"""Small-problem layouts: L-BFGS keeps each history leaf as column chunks, BFGS its matrix as
+row blocks, of at most 512 bytes (so XLA:CPU runs the loop inline); results must not depend
+on the layout."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 import jopt
 import jopt.transforms.quasi_newton as qn
 from jopt.minimize import _fits_inline, _max_bytes, _resolve_method
-from jopt.transforms.quasi_newton import ColumnChunks
+from jopt.transforms.quasi_newton import ColumnChunks, _bfgs_block_rows
 
 
 def extended_rosenbrock(x):
@@ -265,3 +266,60 @@ def test_fits_inline_is_cached_per_objective_and_shapes():
     assert len(traces) == 2
     assert not _fits_inline(f, jnp.zeros(100), (2.0,))
     assert len(traces) == 3
+
+
+# ----------------------------------------------------------------------------- BFGS
+
+
+@pytest.mark.parametrize(
+    ("n", "dtype", "chunked", "rows"),
+    [
+        (8, np.float64, True, [8]),  # 512 bytes: one block
+        (9, np.float64, True, [7, 2]),
+        (10, np.float64, True, [6, 4]),
+        (16, np.float64, True, [4, 4, 4, 4]),
+        (17, np.float64, True, [17]),  # would need 6 blocks
+        (70, np.float64, True, [70]),  # a row alone is over 512 bytes
+        (10, np.float64, False, [10]),
+        (12, np.float32, True, [10, 2]),
+    ],
+)
+def test_bfgs_block_rows(n, dtype, chunked, rows):
+    assert _bfgs_block_rows(n, dtype, chunked) == rows
+    state = jopt.scale_by_bfgs(chunked).init(jnp.zeros(n, dtype))
+    assert [b.shape for b in state.inv_hessian] == [(r, n) for r in rows]
+    np.testing.assert_array_equal(jnp.concatenate(state.inv_hessian), np.eye(n))
+    assert all(b.dtype == dtype for b in state.inv_hessian)
+
+
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(9, 16), steps=st.integers(2, 10), seed=st.integers(0, 2**16))
+def test_bfgs_blocks_equal_one_block(n, steps, seed):
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    a = jnp.asarray(q @ np.diag(np.logspace(0, 2, n)) @ q.T)
+    grad = jax.grad(lambda x: 0.5 * x @ (a @ x) + jnp.sum(x**4))
+    xs = [jnp.asarray(rng.standard_normal(n)) for _ in range(steps)]
+    blocks_d, blocks = _run_updates(jopt.scale_by_bfgs(), xs, grad)
+    one_d, one = _run_updates(jopt.scale_by_bfgs(chunked_hessian=False), xs, grad)
+    assert len(blocks.inv_hessian) > 1 and len(one.inv_hessian) == 1
+    h = np.asarray(jnp.concatenate(blocks.inv_hessian))
+    np.testing.assert_allclose(h, one.inv_hessian[0], rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(h, h.T, rtol=1e-11, atol=1e-13)
+    for db, do in zip(blocks_d, one_d, strict=True):
+        np.testing.assert_allclose(db, do, rtol=1e-11, atol=1e-13)
+
+
+def test_bfgs_by_name_chooses_blocks_like_lbfgs():
+    x = jnp.zeros(10)
+    blocks = _resolve_method("bfgs", fun=extended_rosenbrock, x=x).init(x)[0]
+    batched = _resolve_method("bfgs", batched=True, fun=extended_rosenbrock, x=x).init(x)[0]
+    t = jnp.linspace(0.0, 1.0, 65)  # 520 bytes of data: the program runs on the pool anyway
+    big = _resolve_method("bfgs", fun=_least_squares, x=x, args=(t, 2.0 * t)).init(x)[0]
+    assert [len(s.inv_hessian) for s in (blocks, batched, big)] == [2, 1, 1]
+    with pytest.raises(TypeError, match="chunked_hessian"):
+        jopt.bfgs(chunked_hessian=None)
+    res = jopt.minimize(extended_rosenbrock, jnp.asarray(np.tile([-1.2, 1.0], 5)),
+                        method="bfgs")
+    assert int(res.status) == 0
+    np.testing.assert_allclose(res.x, 1.0, atol=1e-6)
