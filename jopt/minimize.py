@@ -142,7 +142,7 @@ METHODS: dict[str, Callable[[], optax.GradientTransformationExtraArgs]] = {
 
 
 @functools.cache
-def _named_transform(name: str, chunked: bool = True) -> optax.GradientTransformationExtraArgs:
+def _named_transform(name: str, chunked: bool) -> optax.GradientTransformationExtraArgs:
     """One transform object per method name, so the compiled loop is reused across calls.
 
     ``chunked``: L-BFGS's history and BFGS's matrix in blocks of at most 512 bytes (see
