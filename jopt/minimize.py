@@ -38,6 +38,7 @@ from jopt.implicit import implicit_solution, implicit_value
 from jopt.linesearch import LineSearchState, LineSearchStatus
 from jopt.transforms.newton import newton, newton_cg, trust_ncg
 from jopt.transforms.quasi_newton import (
+    _CHUNK_BYTES,
     BFGSState,
     LBFGSState,
     NonlinearCGState,
@@ -159,12 +160,14 @@ def _resolve_method(method: Any, *, batched: bool = False, fun: Callable | None 
                     x: PyTree = None, args: tuple = ()) -> optax.GradientTransformationExtraArgs:
     """The transform for ``method`` (a name or a transform).
 
-    For ``"lbfgs"`` and ``"bfgs"`` by name, the history (matrix) is chunked (see
-    ``jopt.scale_by_lbfgs``) only when that lets XLA:CPU run the program inline: not for
-    a ``vmap``ped program
-    (``batched``), nor when the objective ``fun(x, *args)`` has buffers of its own over
-    512 bytes (it runs on the thread pool anyway, and the chunks cost it 3-17 %: WATSON-9,
-    OSBORNE2-11 in ``benchmarks/results/history_layout.md``).
+    For ``"lbfgs"`` and ``"bfgs"`` by name, the L-BFGS history or the BFGS matrix is kept
+    in blocks of at most 512 bytes (see ``jopt.scale_by_lbfgs``, ``jopt.scale_by_bfgs``)
+    only when that lets XLA:CPU run the program inline: not in ``minimize_many``'s
+    vmapped programs (``batched``), nor when the objective ``fun(x, *args)`` has values
+    of its own over 512 bytes (the program runs on the thread pool anyway, and the blocks
+    only add kernels: WATSON-9, OSBORNE2-11, BROYDEN_BANDED-10 in
+    ``benchmarks/results/history_layout.md``). The objective is traced once per
+    objective, shapes and dtypes for this (:func:`_fits_inline`).
     """
     if isinstance(method, str):
         key = method.lower()
@@ -230,7 +233,7 @@ def _fits_inline(fun: Callable, x: PyTree, args: tuple) -> bool:
     return fits
 
 
-_INLINE_BYTES = 512
+_INLINE_BYTES = _CHUNK_BYTES  # the same limit as the transforms' blocks
 _FITS_INLINE: dict = {}
 
 

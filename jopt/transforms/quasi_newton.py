@@ -92,8 +92,9 @@ def _pair_is_usable(s: PyTree, y: PyTree, has_prev: jax.Array) -> tuple[jax.Arra
 # vectors do (n = 65), so for small problems each history leaf is kept as a few column
 # chunks of at most 512 bytes and the whole L-BFGS loop runs inline. Whole solves, one
 # core, the same iterates bit for bit (`python -m benchmarks.history_layout`): the
-# suite's problems with 7 <= n <= 12 took a median 0.69x the time (EXT_ROSENBROCK-10
-# 238 -> 173 µs, PENALTY1-10 385 -> 234 µs). Objectives with larger buffers of their own
+# suite's problems with 7 <= n <= 12 took a median 0.66-0.69x the time (EXT_ROSENBROCK-10
+# 280 -> 159 µs, PENALTY1-10 375 -> 227 µs). BFGS's (n, n) matrix is kept as row blocks
+# for the same reason (see scale_by_bfgs). Objectives with larger buffers of their own
 # (WATSON-9, OSBORNE2-11, BROYDEN_BANDED-10) stay on the pool and gain nothing, so
 # `minimize` by name keeps rows for them (see jopt.minimize._resolve_method). Every
 # chunk adds a kernel to each pair write: on Rosenbrock, n = 24 (4 chunks) 0.75x,
@@ -129,9 +130,11 @@ class ColumnChunks:
         return rows.reshape(rows.shape[:1] + self.shape)
 
     def row(self, idx: jax.Array) -> jax.Array:
+        """Row ``idx`` (a traced index) with the leaf's shape."""
         return jnp.concatenate([c[idx] for c in self.chunks]).reshape(self.shape)
 
     def write(self, idx: jax.Array, value: jax.Array, ok: jax.Array) -> ColumnChunks:
+        """These chunks with row ``idx`` set to ``value`` where ``ok`` (else unchanged)."""
         flat, start, out = jnp.ravel(value), 0, []
         for c in self.chunks:
             width = c.shape[1]
