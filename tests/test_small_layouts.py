@@ -142,10 +142,13 @@ def test_chunked_pytree_history_writes_each_leaf():
 
 @pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
 def test_minimize_gives_the_same_solve_with_either_layout(dtype, monkeypatch):
-    x0 = jnp.asarray(np.tile([-1.2, 1.0], 6), dtype)  # n = 12 (float32: 480 B, float64: chunked)
+    # float64 n = 12: chunks of 6 + 6 columns; float32 n = 20: 12 + 8.
+    x0 = jnp.asarray(np.tile([-1.2, 1.0], 6 if dtype == jnp.float64 else 10), dtype)
     tol = 1e-6 if dtype == jnp.float64 else 1e-4
+    assert isinstance(jopt.scale_by_lbfgs().init(x0).s_history, ColumnChunks)
     chunked = jopt.minimize(extended_rosenbrock, x0, method=jopt.lbfgs(), tol=tol)
     monkeypatch.setattr(qn, "_MAX_CHUNKS", 0)
+    assert not isinstance(jopt.scale_by_lbfgs().init(x0).s_history, ColumnChunks)
     rows = jopt.minimize(extended_rosenbrock, x0, method=jopt.lbfgs(), tol=tol)
     assert chunked.x.dtype == dtype
     assert int(chunked.status) == 0 and int(rows.status) == 0
