@@ -326,3 +326,12 @@ def test_bfgs_by_name_chooses_blocks_like_lbfgs():
                         method="bfgs")
     assert int(res.status) == 0
     np.testing.assert_allclose(res.x, 1.0, atol=1e-6)
+
+
+def test_no_blocks_off_the_cpu(monkeypatch):
+    """The blocks are for XLA:CPU's inline limit; on a GPU they would only add launches."""
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    x = jnp.zeros(10)
+    assert not isinstance(jopt.scale_by_lbfgs().init(x).s_history, ColumnChunks)
+    assert len(jopt.scale_by_bfgs().init(x).inv_hessian) == 1
+    assert _bfgs_block_rows(10, np.float64, True) == [10]

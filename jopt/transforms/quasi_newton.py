@@ -152,11 +152,18 @@ def _chunk_width(leaf: Any, memory_size: int) -> int:
     return max(1, _CHUNK_BYTES // (memory_size * jnp.dtype(jnp.result_type(leaf)).itemsize))
 
 
+def _inline_backend() -> bool:
+    """Whether programs run on XLA:CPU, whose inline limit the blocks are for. (On a GPU
+    every kernel is a launch of its own, and more blocks would only add launches.)"""
+    return jax.default_backend() == "cpu"
+
+
 def _use_chunks(params: PyTree, memory_size: int) -> bool:
-    """Whether to chunk: some ``(m, *shape)`` leaf is over ``_CHUNK_BYTES`` and every leaf
-    fits in ``_MAX_CHUNKS`` chunks (so every leaf is small and the loop can run inline)."""
+    """Whether to chunk: on the CPU, some ``(m, *shape)`` leaf is over ``_CHUNK_BYTES`` and
+    every leaf fits in ``_MAX_CHUNKS`` chunks (so every leaf is small and the loop can run
+    inline)."""
     leaves = jax.tree.leaves(params)
-    if not leaves:
+    if not leaves or not _inline_backend():
         return False
     sizes = [(math.prod(jnp.shape(p)), _chunk_width(p, memory_size)) for p in leaves]
     return (any(size > width for size, width in sizes)
@@ -253,10 +260,10 @@ def scale_by_lbfgs(memory_size: int = 10, chunked_history: bool = True
     ``chunked_history``: keep each history leaf as column chunks of at most 512 bytes
     (:class:`ColumnChunks`) so that XLA:CPU runs a small problem's loop inline instead of
     on its thread pool (~30 % faster solves at n = 7-30 in float64). ``True``
-    (default): chunked exactly when that makes every history buffer small; ``False``:
-    never. Pass ``False`` for a program you ``vmap``: a batch's buffers are large anyway,
-    and each chunk then costs the batched program a gather and a scatter
-    (``jopt.minimize_many`` does this for method names). The directions are the same
+    (default): chunked exactly when that makes every history buffer small, on the CPU
+    backend only; ``False``: never. Pass ``False`` for a program you ``vmap``: a batch's
+    buffers are large anyway, and each chunk then costs the batched program a gather and
+    a scatter (``jopt.minimize_many`` does this for method names). The directions are the same
     either way.
     """
     check_positive_int("memory_size", memory_size)
@@ -353,11 +360,12 @@ class BFGSState(NamedTuple):
 
 
 def _bfgs_block_rows(n: int, dtype: Any, chunked: bool) -> list[int]:
-    """Rows per block of the ``(n, n)`` inverse Hessian: one block, unless ``chunked`` and
-    blocks of at most ``_CHUNK_BYTES`` (at most ``_MAX_CHUNKS`` of them) make every buffer
-    small."""
+    """Rows per block of the ``(n, n)`` inverse Hessian: one block, unless ``chunked``, on
+    the CPU, and blocks of at most ``_CHUNK_BYTES`` (at most ``_MAX_CHUNKS`` of them) make
+    every buffer small."""
     row_bytes = n * jnp.dtype(dtype).itemsize
-    if not chunked or n * row_bytes <= _CHUNK_BYTES or row_bytes > _CHUNK_BYTES:
+    if (not chunked or not _inline_backend() or n * row_bytes <= _CHUNK_BYTES
+            or row_bytes > _CHUNK_BYTES):
         return [n]
     rows = _CHUNK_BYTES // row_bytes
     if -(-n // rows) > _MAX_CHUNKS:
@@ -375,8 +383,8 @@ def scale_by_bfgs(chunked_hessian: bool = True) -> optax.GradientTransformationE
     ``chunked_hessian``: for small problems (``n²`` over 512 bytes but at most 5 blocks
     of 512 bytes: 9 <= n <= 16 in float64), keep ``H`` as row blocks of at most 512
     bytes, so that XLA:CPU runs the loop inline instead of on its thread pool (as
-    :func:`scale_by_lbfgs`'s ``chunked_history``). ``False``: always one block (pass it
-    for a program you ``vmap``). The directions are the same either way.
+    :func:`scale_by_lbfgs`'s ``chunked_history``; CPU backend only). ``False``: always
+    one block (pass it for a program you ``vmap``). The directions are the same either way.
     """
     if not isinstance(chunked_hessian, bool):
         raise TypeError(f"`chunked_hessian` must be True or False, got {chunked_hessian!r}.")
