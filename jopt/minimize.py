@@ -448,7 +448,11 @@ def minimize(
         0 compiles the test out; any other value (or a traced one) shares one program.
       maxiter: iteration limit. maxfev: evaluation limit (checked after each iteration).
       history: record ``f`` and ``‖∇f‖∞`` per iteration in fixed-size buffers.
-      history_size: buffer length (default ``maxiter + 1``).
+      history_size: buffer length (default ``maxiter + 1``; past the end, the last entry
+        is overwritten). On the CPU, buffers over 512 bytes make XLA:CPU run a small
+        problem's loop on its thread pool (see ``jopt.scale_by_lbfgs``): EXT_ROSENBROCK-10
+        took 298 µs with the default length, 184 µs with ``history_size=64`` and 158 µs
+        without history (one core).
       verbose: print iteration, ``f`` and ``‖∇f‖∞`` every ``verbose`` iterations from
         inside the compiled loop (0: silent).
       implicit_diff: make ``x`` and ``fun`` of the result differentiable with respect to
