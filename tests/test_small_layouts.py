@@ -24,12 +24,6 @@ def extended_rosenbrock(x):
     return jnp.sum(100.0 * (pairs[:, 1] - pairs[:, 0] ** 2) ** 2 + (1.0 - pairs[:, 0]) ** 2)
 
 
-@pytest.fixture
-def rows_layout(monkeypatch):
-    """Force the plain ``(m, *shape)`` layout for states initialised inside the test."""
-    monkeypatch.setattr(qn, "_MAX_CHUNKS", 0)
-
-
 def _widths(history):
     return [[c.shape[1] for c in h.chunks] if isinstance(h, ColumnChunks) else None
             for h in jax.tree.leaves(history, is_leaf=lambda n: isinstance(n, ColumnChunks))]
