@@ -70,6 +70,16 @@ def _dense_inverse_hessian(s_list, y_list, gamma, n):
     return h
 
 
+def _random_points(n, steps, seed, quartic=False):
+    """Gradient of an SPD quadratic (condition 100, plus Σx⁴ if ``quartic``) and ``steps``
+    random points: material for a run of direction updates."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    a = jnp.asarray(q @ np.diag(np.logspace(0, 2, n)) @ q.T)
+    grad = jax.grad(lambda x: 0.5 * x @ (a @ x) + (jnp.sum(x**4) if quartic else 0.0))
+    return grad, [jnp.asarray(rng.standard_normal(n)) for _ in range(steps)]
+
+
 def _run_updates(tx, xs, grad):
     state = tx.init(xs[0])
     update = jax.jit(tx.update)
@@ -83,21 +93,11 @@ def _run_updates(tx, xs, grad):
 @settings(max_examples=12, deadline=None)
 @given(n=st.integers(7, 30), steps=st.integers(2, 14), seed=st.integers(0, 2**16))
 def test_chunked_history_equals_rows_and_dense_oracle(n, steps, seed):
-    rng = np.random.default_rng(seed)
-    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    a = jnp.asarray(q @ np.diag(np.logspace(0, 2, n)) @ q.T)
-    grad = jax.grad(lambda x: 0.5 * x @ (a @ x))
-    xs = [jnp.asarray(rng.standard_normal(n)) for _ in range(steps)]
-
+    grad, xs = _random_points(n, steps, seed)
     m = 10  # chunked for 7 <= n <= 30 in float64
     chunked_d, chunked = _run_updates(jopt.scale_by_lbfgs(m), xs, grad)
     assert isinstance(chunked.s_history, ColumnChunks)
-    old = qn._MAX_CHUNKS
-    qn._MAX_CHUNKS = 0
-    try:
-        rows_d, rows = _run_updates(jopt.scale_by_lbfgs(m), xs, grad)
-    finally:
-        qn._MAX_CHUNKS = old
+    rows_d, rows = _run_updates(jopt.scale_by_lbfgs(m, chunked_history=False), xs, grad)
     assert not isinstance(rows.s_history, ColumnChunks)
     np.testing.assert_array_equal(chunked.s_history.dense(), rows.s_history)
     np.testing.assert_array_equal(chunked.y_history.dense(), rows.y_history)
@@ -135,15 +135,14 @@ def test_chunked_pytree_history_writes_each_leaf():
 
 
 @pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
-def test_minimize_gives_the_same_solve_with_either_layout(dtype, monkeypatch):
+def test_minimize_gives_the_same_solve_with_either_layout(dtype):
     # float64 n = 12: chunks of 6 + 6 columns; float32 n = 20: 12 + 8.
     x0 = jnp.asarray(np.tile([-1.2, 1.0], 6 if dtype == jnp.float64 else 10), dtype)
     tol = 1e-6 if dtype == jnp.float64 else 1e-4
     assert isinstance(jopt.scale_by_lbfgs().init(x0).s_history, ColumnChunks)
     chunked = jopt.minimize(extended_rosenbrock, x0, method=jopt.lbfgs(), tol=tol)
-    monkeypatch.setattr(qn, "_MAX_CHUNKS", 0)
-    assert not isinstance(jopt.scale_by_lbfgs().init(x0).s_history, ColumnChunks)
-    rows = jopt.minimize(extended_rosenbrock, x0, method=jopt.lbfgs(), tol=tol)
+    rows = jopt.minimize(extended_rosenbrock, x0, method=jopt.lbfgs(chunked_history=False),
+                         tol=tol)
     assert chunked.x.dtype == dtype
     assert int(chunked.status) == 0 and int(rows.status) == 0
     assert (int(chunked.nit), int(chunked.nfev)) == (int(rows.nit), int(rows.nfev))
@@ -292,11 +291,7 @@ def test_bfgs_block_rows(n, dtype, chunked, rows):
 @settings(max_examples=10, deadline=None)
 @given(n=st.integers(9, 16), steps=st.integers(2, 10), seed=st.integers(0, 2**16))
 def test_bfgs_blocks_equal_one_block(n, steps, seed):
-    rng = np.random.default_rng(seed)
-    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    a = jnp.asarray(q @ np.diag(np.logspace(0, 2, n)) @ q.T)
-    grad = jax.grad(lambda x: 0.5 * x @ (a @ x) + jnp.sum(x**4))
-    xs = [jnp.asarray(rng.standard_normal(n)) for _ in range(steps)]
+    grad, xs = _random_points(n, steps, seed, quartic=True)
     blocks_d, blocks = _run_updates(jopt.scale_by_bfgs(), xs, grad)
     one_d, one = _run_updates(jopt.scale_by_bfgs(chunked_hessian=False), xs, grad)
     assert len(blocks.inv_hessian) > 1 and len(one.inv_hessian) == 1

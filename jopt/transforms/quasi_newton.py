@@ -394,7 +394,8 @@ def scale_by_bfgs(chunked_hessian: bool = True) -> optax.GradientTransformationE
         flat, _ = ravel_pytree(params)
         return BFGSState(
             count=jnp.zeros([], jnp.int32),
-            inv_hessian=_eye_blocks(flat.size, flat.dtype, chunked_hessian),
+            inv_hessian=_eye_blocks(flat.size, flat.dtype,
+                                    _bfgs_block_rows(flat.size, flat.dtype, chunked_hessian)),
             prev_params=params,
             prev_grad=jax.tree.map(jnp.zeros_like, params),
         )
@@ -410,15 +411,15 @@ def scale_by_bfgs(chunked_hessian: bool = True) -> optax.GradientTransformationE
         # steepest descent now, and H is rebuilt from the identity at the next pair.
         count = jnp.where((state.count > 0) & (s @ s == 0), 0, state.count)
         ok, sy, yy, _ = _pair_is_usable(s, y, count > 0)
-        eye = _eye_blocks(g.size, g.dtype, chunked=True, rows=[b.shape[0] for b in
-                                                               state.inv_hessian])
+        rows = [b.shape[0] for b in state.inv_hessian]
+        eye = _eye_blocks(g.size, g.dtype, rows)
         scale = jnp.where(ok & (count == 1), sy / jnp.where(ok, yy, 1.0), 1.0)
         blocks = tuple(scale * jnp.where(count == 1, e, h)
                        for e, h in zip(eye, state.inv_hessian, strict=True))
         safe_sy = jnp.where(ok, sy, 1.0)
         hy = jnp.concatenate([h @ y for h in blocks])
         c = (sy + y @ hy) / safe_sy**2
-        starts = np.cumsum([0] + [b.shape[0] for b in blocks])
+        starts = np.cumsum([0, *rows])
         blocks = tuple(
             jnp.where(ok, h + c * jnp.outer(s[a:b], s)
                       - (jnp.outer(hy[a:b], s) + jnp.outer(s[a:b], hy)) / safe_sy, h)
@@ -433,9 +434,8 @@ def scale_by_bfgs(chunked_hessian: bool = True) -> optax.GradientTransformationE
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def _eye_blocks(n: int, dtype: Any, chunked: bool, rows: list[int] | None = None) -> tuple:
-    """The identity as row blocks (``rows``, or :func:`_bfgs_block_rows`'s)."""
-    rows = rows or _bfgs_block_rows(n, dtype, chunked)
+def _eye_blocks(n: int, dtype: Any, rows: list[int]) -> tuple:
+    """The ``(n, n)`` identity as row blocks of ``rows`` rows each."""
     starts = np.cumsum([0, *rows])
     return tuple(jnp.eye(r, n, k=int(a), dtype=dtype) for r, a in zip(rows, starts[:-1],
                                                                         strict=True))
