@@ -87,6 +87,17 @@ def add_suite_arguments(ap, methods, maxiter: int) -> None:
     ap.add_argument("--out", default="", help="JSON-lines output (appended; resumable)")
     ap.add_argument("--report", nargs="*", default=None, help="JSON-lines files to tabulate")
     ap.add_argument("--md", default="", help="write the report here (default: stdout)")
+    ap.add_argument("--small-loop-kernels", action="store_true",
+                    help="call jopt.enable_small_loop_kernels() first (XLA:CPU compiles each "
+                         "small loop, every method's, into one kernel)")
+
+
+def apply_process_options(args) -> None:
+    """Process-wide settings that must precede the first JAX computation."""
+    if getattr(args, "small_loop_kernels", False):
+        import jopt
+
+        jopt.enable_small_loop_kernels()
 
 
 def select_problems(args) -> list:
@@ -117,6 +128,8 @@ def run_suite(args, methods: Iterable[str], run: Callable[[Any, str], dict],
                 continue
             rec = run(p, m)
             rec["load1"] = os.getloadavg()[0]
+            if getattr(args, "small_loop_kernels", False):
+                rec["small_loop_kernels"] = True
             line = json.dumps(rec)
             print(line, flush=True)
             if args.out:

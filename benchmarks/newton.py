@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--qn", nargs="*", default=["benchmarks/results/qn_shard0.jsonl",
                                                  "benchmarks/results/qn_shard1.jsonl"])
     args = ap.parse_args(argv)
+    _suite.apply_process_options(args)
     if args.report is not None:
         text = report(args.report, args.qn)
         if args.md:

@@ -292,7 +292,11 @@ def report(paths: list[str], checks_path: str | None) -> str:
         "first call − steady. Ratios are method time / scipy L-BFGS-B time (< 1 = faster "
         "than scipy). jaxopt's test is ‖g‖₂ ≤ 1e-6 (stricter than ‖g‖∞); optimistix "
         "stops on rtol = atol = 1e-10 changes in f and y. optax nfev = 1 + Σ zoom "
-        "line-search steps. Produced by `python -m benchmarks.quasi_newton`.",
+        "line-search steps. Produced by `python -m benchmarks.quasi_newton`."
+        + (" **Run with `--small-loop-kernels`**: `jopt.enable_small_loop_kernels()` was "
+           "called first, so XLA:CPU compiled every method's small loops (jopt's and the "
+           "JAX peers') into single kernels." if any(r.get("small_loop_kernels")
+                                                      for r in recs.values()) else ""),
         "",
         "| method | solved | of | median nit (both) | median nfev (both) | ref nit / nfev "
         "(same problems) | median time / scipy L-BFGS-B (both) | Σ compile (s) | errors |",
@@ -415,6 +419,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--checks", action="store_true", help="run the float32 and vmap checks")
     ap.add_argument("--checks-file", default=None)
     args = ap.parse_args(argv)
+    _suite.apply_process_options(args)
     if args.report is not None:
         text = report(args.report, args.checks_file)
         if args.md:

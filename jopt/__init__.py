@@ -92,6 +92,7 @@ from jopt.transforms import (
     sqn,
     trust_ncg,
 )
+from jopt.xla_cpu import enable_small_loop_kernels, small_loop_flags
 
 __version__ = "0.1.0"
 
@@ -131,6 +132,7 @@ __all__ = [
     "cg",
     "compress",
     "distributed",
+    "enable_small_loop_kernels",
     "fit",
     "gnvp",
     "gnvp_fn",
@@ -172,6 +174,7 @@ __all__ = [
     "scale_by_nonlinear_cg",
     "scale_by_strong_wolfe",
     "sgd",
+    "small_loop_flags",
     "sqn",
     "steihaug_cg",
     "sweep",
