@@ -32,6 +32,8 @@ QUICK: list[tuple[str, list[str]]] = [
     ("compile_floor", ["--repeats", "1", "--problems", "ROSENBROCK-2,TRIDIA-1000"]),
     ("large_interleaved", ["--rounds", "2", "--problems", "TRIDIA-1000,LIARWHD-1000"]),
     ("history_layout", ["--rounds", "1", "--no-force"]),
+    ("small_loops", ["--rounds", "1", "--problems", "ROSENBROCK-2,TRIDIA-1000",
+                     "--methods", "jopt-lbfgs,optx-lbfgs"]),
     ("adam_layouts", ["--sizes", "1048576", "--layouts", "1", "100", "--repeats", "5",
                       "--skip-slow"]),
     ("sweep", ["--repeats", "5", "--no-wait"]),
