@@ -130,3 +130,40 @@ def test_fresh_process_compiles_the_solver_loop_into_one_kernel():
     for r in (off, on):
         assert r["status"] == 0
         np.testing.assert_allclose(r["x"], np.ones(10), atol=1e-7)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("", None),
+    ("--xla_dump_to=/tmp/x", None),
+    (f"{_EXTRA}a=1,{_OPTION}=4096,b", 4096),
+    (f"--xla_cpu_enable_fast_math=false {_EXTRA}{_OPTION}=123", 123),
+    (f"{_EXTRA}{_OPTION}=oops", None),
+    ("'unbalanced", None),
+])
+def test_threshold_is_read_back(flags, expected):
+    from jopt.xla_cpu import small_loop_threshold
+
+    assert small_loop_threshold(flags) == expected
+    if expected is not None:
+        assert small_loop_threshold(jopt.small_loop_flags(expected, flags)) == expected
+
+
+def test_outlined_loops_compile_mid_sizes_with_the_small_profile(monkeypatch):
+    import importlib
+
+    import jax
+    import jax.numpy as jnp
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("the profiles are XLA:CPU option sets")
+    jm = importlib.import_module("jopt.minimize")
+    sizes = {"tiny": jnp.zeros(10), "mid": {"a": jnp.zeros(600), "b": jnp.zeros(600)},
+             "large": jnp.zeros(5000)}
+    monkeypatch.setenv("XLA_FLAGS", "")
+    assert [jm._profile(False, x) for x in sizes.values()] == ["cpu-small", "cpu-mid", "cpu"]
+    monkeypatch.setenv("XLA_FLAGS", jopt.small_loop_flags())
+    assert [jm._profile(False, x) for x in sizes.values()] == ["cpu-small", "cpu-small", "cpu"]
+    # A threshold too small to outline the loop at these sizes keeps the emitters.
+    monkeypatch.setenv("XLA_FLAGS", jopt.small_loop_flags(1 << 16))
+    assert jm._profile(False, sizes["mid"]) == "cpu-mid"
+    assert jm._profile(True, sizes["mid"]) is None  # inside a caller's trace: no options
