@@ -16,8 +16,10 @@ time below n = 1,000; other loops of the process, jopt's or not, get the same tr
 ``jopt.minimize`` reads the threshold back (:func:`small_loop_threshold`): with it, problems
 up to 4,096 elements compile with the small-problem XLA options, since the outlined loop
 does not use the fusion emitters the mid-size options are for (first call at n = 1,000:
-~0.6 instead of ~1.5 s). Loops whose bodies touch more than the threshold, or that
-hold a custom call, a sort or a scatter, keep the usual path.
+~0.6 s, against ~1.5 s without the setting). Loops whose bodies touch more than the
+threshold, or that hold a custom call (``jax.debug`` printing), a sort, a scatter or a
+YNNPACK fusion (XLA:CPU's choice for large reductions, e.g. at n = 10,000), keep the usual
+path.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def small_loop_flags(max_bytes: int = DEFAULT_MAX_BYTES, flags: str = "") -> str
             break
     else:
         tokens.append(_EXTRA + entry)
-    return " ".join(tokens)
+    return shlex.join(tokens)
 
 
 def small_loop_threshold(flags: str | None = None) -> int | None:

@@ -167,3 +167,9 @@ def test_outlined_loops_compile_mid_sizes_with_the_small_profile(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", jopt.small_loop_flags(1 << 16))
     assert jm._profile(False, sizes["mid"]) == "cpu-mid"
     assert jm._profile(True, sizes["mid"]) is None  # inside a caller's trace: no options
+
+
+def test_flags_with_quoted_values_survive():
+    out = jopt.small_loop_flags(64, "--xla_dump_to='/tmp/a b' --xla_cpu_enable_fast_math=false")
+    assert shlex.split(out)[:2] == ["--xla_dump_to=/tmp/a b", "--xla_cpu_enable_fast_math=false"]
+    assert jopt.small_loop_flags(64, out) == out
