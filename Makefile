@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test test-slow demo bench lint clean
+.PHONY: test-small-loops test test-slow demo bench lint clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ $(VENV)/.bench-deps: pyproject.toml | $(VENV)/bin/python
 test: $(VENV)/.test-deps
 	$(PY) -m ruff check jopt tests examples benchmarks
 	$(PY) -m pytest -q -n 2
+	$(MAKE) test-small-loops
+
+# The solver tests again in processes started with jopt.enable_small_loop_kernels()'s
+# setting (XLA:CPU outlines each small loop into one kernel; results may differ in the
+# last bits, so the tests must hold either way).
+test-small-loops: $(VENV)/.test-deps
+	XLA_FLAGS="$$($(PY) -c 'import jopt; print(jopt.small_loop_flags())')" \
+		$(PY) -m pytest -q -n 2 tests/test_minimize.py tests/test_solver_state.py \
+		tests/test_small_layouts.py tests/test_xla_cpu.py
 
 test-slow: $(VENV)/.test-deps
 	JOPT_FULL_SIZE=1 $(PY) -m pytest -q -n 2 -m slow

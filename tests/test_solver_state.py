@@ -69,9 +69,13 @@ def test_segmented_run_is_bitwise_minimize(method):
 
 @pytest.mark.parametrize("method", ["lbfgs", "newton-cg"])
 @pytest.mark.parametrize("size, profile", [("_SMALL", "cpu-mid"), ("_MID", "cpu")])
-def test_segmented_run_is_bitwise_minimize_above_the_small_size(method, size, profile):
+def test_segmented_run_is_bitwise_minimize_above_the_small_size(method, size, profile,
+                                                                monkeypatch):
     # Above `_SMALL` (and `_MID`) elements the programs compile with other option profiles;
-    # the three pieces must still share one (x0 and state.x have the same size).
+    # the three pieces must still share one (x0 and state.x have the same size). The
+    # profiles are chosen as without jopt.enable_small_loop_kernels (which maps mid sizes to
+    # cpu-small), so this also runs in a process started with that setting.
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
     n = getattr(_minimize_module, size) + 2
     x0 = jnp.tile(ROSEN_X0, n // 4 + 1)[:n]
     assert _minimize_module._profile(False, x0) == profile
