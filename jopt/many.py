@@ -191,9 +191,10 @@ def _minimize_many(
     init_config = _InitConfig(fun, _history_size(history, history_size, maxiter))
 
     # The options profile of `minimize` for one member (same kernels; a vmapped reduction
-    # may still round its last bit differently).
+    # may still round its last bit differently), as if no loop were outlined: a batch's
+    # loop touches more bytes than jopt.enable_small_loop_kernels' threshold allows.
     member = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), x0s)
-    profile = _profile(False, member)
+    profile = _profile(False, member, batched=True)
     states = _compiled_init(profile)(init_config, tx, axes, x0s, args, tol)
     status = np.asarray(states.status)
     nit = np.asarray(states.nit)

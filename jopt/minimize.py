@@ -798,15 +798,19 @@ _MID = 4096
 _OUTLINED_MIN_BYTES = 4 << 20
 
 
-def _profile(nested: bool, x: PyTree) -> str | None:
-    """The key of the compiled program's options (``None`` inside a caller's trace)."""
+def _profile(nested: bool, x: PyTree, batched: bool = False) -> str | None:
+    """The key of the compiled program's options (``None`` inside a caller's trace).
+
+    ``batched``: the program runs a batch of problems of ``x``'s size (``minimize_many``),
+    whose loop touches too many bytes to be outlined, so it keeps the size's profile.
+    """
     if nested:
         return None
     backend = jax.default_backend()
     if backend != "cpu":
         return backend
     size = sum(math.prod(np.shape(leaf)) for leaf in jax.tree.leaves(x))
-    if size <= _SMALL or (size <= _MID and _loops_outlined()):
+    if size <= _SMALL or (size <= _MID and not batched and _loops_outlined()):
         return "cpu-small"
     return "cpu-mid" if size <= _MID else "cpu"
 

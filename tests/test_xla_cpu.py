@@ -167,6 +167,10 @@ def test_outlined_loops_compile_mid_sizes_with_the_small_profile(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", jopt.small_loop_flags(1 << 16))
     assert jm._profile(False, sizes["mid"]) == "cpu-mid"
     assert jm._profile(True, sizes["mid"]) is None  # inside a caller's trace: no options
+    # minimize_many's batches are too large to outline: they keep the size's profile.
+    monkeypatch.setenv("XLA_FLAGS", jopt.small_loop_flags())
+    assert jm._profile(False, sizes["mid"], batched=True) == "cpu-mid"
+    assert jm._profile(False, sizes["tiny"], batched=True) == "cpu-small"
 
 
 def test_flags_with_quoted_values_survive():
