@@ -56,7 +56,9 @@ def _run_child(mode: str, problem: str, methods: list[str]) -> list[dict]:
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.small_loops", "--child", mode, "--problems", problem,
          "--methods", ",".join(methods)],
-        env=env, check=True, capture_output=True, text=True)
+        env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"the {mode!r} child for {problem} failed:\n{out.stderr[-2000:]}")
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
