@@ -110,6 +110,12 @@ def enable_small_loop_kernels(max_bytes: int = DEFAULT_MAX_BYTES) -> str:
     differ in the last bits, as with any change of XLA options). GPU and TPU backends
     ignore it.
 
+    It pays where dispatch dominates: solver loops of small and mid-sized problems
+    (L-BFGS ~0.5x the time below n = 1,000, Newton-CG ~0.4x). Loops dominated by matrix
+    products can get slower, since the outlined loop's products come from XLA's legacy
+    emitter: a 300-step logistic-regression ``lax.scan`` (569 x 31, float32) took 1.4x as
+    long. Measure your own program before keeping it.
+
     Returns the new ``XLA_FLAGS``. Called after the backends started, it returns quietly
     if the setting is already in ``XLA_FLAGS`` (set before the start, e.g. from the shell)
     and raises ``RuntimeError`` otherwise.
