@@ -39,6 +39,7 @@ from jopt.linesearch import LineSearchState, LineSearchStatus
 from jopt.transforms.newton import newton, newton_cg, trust_ncg
 from jopt.transforms.quasi_newton import (
     _CHUNK_BYTES,
+    DEFAULT_MEMORY,
     BFGSState,
     LBFGSState,
     NonlinearCGState,
@@ -194,7 +195,7 @@ def _chunks_apply(method: Callable, x: PyTree) -> bool:
     """Whether ``method`` (lbfgs, bfgs) would chunk its state for ``x`` (by shape)."""
     try:
         if method is lbfgs:
-            return _use_chunks(x, 10)
+            return _use_chunks(x, DEFAULT_MEMORY)
         if method is bfgs:
             leaves = jax.tree.leaves(x)
             n = sum(math.prod(np.shape(leaf)) for leaf in leaves)

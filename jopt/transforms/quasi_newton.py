@@ -102,6 +102,7 @@ def _pair_is_usable(s: PyTree, y: PyTree, has_prev: jax.Array) -> tuple[jax.Arra
 # _MAX_CHUNKS chunks.
 _CHUNK_BYTES = 512
 _MAX_CHUNKS = 5
+DEFAULT_MEMORY = 10  # curvature pairs kept by lbfgs() (and so by method="lbfgs")
 
 
 @jax.tree_util.register_pytree_node_class
@@ -248,7 +249,7 @@ def _lbfgs_direction(grad: PyTree, state: LBFGSState, memory_size: int) -> PyTre
     return tree_scale(-1.0, r)
 
 
-def scale_by_lbfgs(memory_size: int = 10, chunked_history: bool = True
+def scale_by_lbfgs(memory_size: int = DEFAULT_MEMORY, chunked_history: bool = True
                    ) -> optax.GradientTransformationExtraArgs:
     """L-BFGS direction ``d = -H_k ∇f`` from the last ``memory_size`` curvature pairs.
 
@@ -318,7 +319,7 @@ def scale_by_lbfgs(memory_size: int = 10, chunked_history: bool = True
 
 
 def lbfgs(
-    memory_size: int = 10,
+    memory_size: int = DEFAULT_MEMORY,
     linesearch: optax.GradientTransformationExtraArgs | None = None,
     chunked_history: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
