@@ -998,7 +998,8 @@ def _iterate(config: _Config, tx, state: SolverState, args, tol, ftol, xtol,
     dtype = jnp.result_type(*jax.tree.leaves(state.x))
     tol, ftol, xtol = (jnp.asarray(t, dtype) for t in (tol, ftol, xtol))
     has_ls = _find_linesearch_state(state.opt_state) is not None
-    self_restart = _restarts_itself(state.opt_state)
+    # Without a jopt line search nothing fails, so there is nothing to restart from.
+    self_restart = has_ls and _restarts_itself(state.opt_state)
     hsize = state.f_hist.shape[0]
 
     def body(s: SolverState) -> SolverState:
@@ -1077,7 +1078,7 @@ def _iterate(config: _Config, tx, state: SolverState, args, tol, ftol, xtol,
                 lambda: None,
             )
         base = s.base
-        if not self_restart:
+        if has_ls and not self_restart:
             # (A `cond` whose result is the whole state copies it every iteration: for
             # L-BFGS that was 2·m·n numbers, ~30 % of an iteration at n = 1,000. The
             # quasi-Newton and CG states restart themselves after the zero step instead.)
