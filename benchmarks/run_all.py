@@ -38,6 +38,7 @@ QUICK: list[tuple[str, list[str]]] = [
                       "--skip-slow"]),
     ("sweep", ["--repeats", "5", "--no-wait"]),
     ("minimize_many", ["--repeats", "1", "--segments", "16", "--loop-subset", "64"]),
+    ("many_objectives", ["--count", "20", "--every", "10"]),
 ]
 
 

@@ -61,6 +61,7 @@ from jopt._checks import (
     check_scalar_output,
     is_concrete_number,
 )
+from jopt._programs import BoundedJit
 from jopt.calculus import hvp_fn
 from jopt.linalg import _safe_div, lanczos, tridiagonal_eigh
 
@@ -277,13 +278,12 @@ def _compiled(static_argnames: tuple[str, ...]) -> Callable[[Callable], Callable
     """Decorator: jit ``fn`` (static ``loss_fn`` and ``static_argnames``), compiler options
     at top level; plain nested ``jit`` inside a caller's trace (where options are refused).
     """
-    static = ("loss_fn", *static_argnames)
 
     def wrap(fn: Callable) -> Callable:
         @functools.cache
         def for_backend(backend: str | None) -> Callable:
-            return jax.jit(fn, static_argnames=static,
-                           compiler_options=_COMPILER_OPTIONS.get(backend))
+            return BoundedJit(fn, 1, static_argnames=static_argnames,
+                              compiler_options=_COMPILER_OPTIONS.get(backend))
 
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:

@@ -47,6 +47,7 @@ import numpy as np
 import optax
 
 from jopt._checks import check_float_tree
+from jopt._programs import BoundedJit
 from jopt.minimize import (
     _COMPILER_OPTIONS,
     MinimizeResult,
@@ -308,11 +309,10 @@ def _segment_many(config: _Config, tx, axes: tuple, states: SolverState, idx: ja
 
 @functools.cache
 def _compiled_init(profile: str | None) -> Callable:
-    return jax.jit(_batched_init, static_argnums=(0, 1, 2),
-                   compiler_options=_COMPILER_OPTIONS.get(profile))
+    return BoundedJit(_batched_init, 3, compiler_options=_COMPILER_OPTIONS.get(profile))
 
 
 @functools.cache
 def _compiled_segment(profile: str | None) -> Callable:
-    return jax.jit(_segment_many, static_argnums=(0, 1, 2), donate_argnums=(3,),
-                   compiler_options=_COMPILER_OPTIONS.get(profile))
+    return BoundedJit(_segment_many, 3, donate_argnums=(3,),
+                      compiler_options=_COMPILER_OPTIONS.get(profile))

@@ -34,6 +34,7 @@ import numpy as np
 import optax
 
 from jopt._checks import check_float_tree, check_scalar_output, is_concrete_number
+from jopt._programs import BoundedJit
 from jopt.implicit import implicit_solution, implicit_value
 from jopt.linesearch import LineSearchState, LineSearchStatus
 from jopt.transforms.newton import newton, newton_cg, trust_ncg
@@ -479,7 +480,7 @@ def minimize(
         run, config, tx, dtype = hit
         try:
             # (the key admits only Python-number tolerances: one cached lookup for the three)
-            return _unpack(config, *run(config, tx, x0, args, *_device_tolerances(
+            return _unpack(config, *run(x0, args, *_device_tolerances(
                 tol, ftol, xtol, dtype), _no_limit()))
         except ValueError as err:  # in a caller's jit, closing over concrete inputs only:
             if "compiler_options" not in str(err):  # the checked path below handles it
@@ -510,7 +511,8 @@ def minimize(
     res = _unpack(config, *_call(_compiled_loop, (config, tx),
                                  (x0, fixed_args, tol, ftol, xtol, no_limit), nested, x0))
     if key is not None:
-        _remember(key, (_compiled_loop(_profile(False, x0)), config, tx, np.dtype(dtype)))
+        _remember(key, (_compiled_loop(_profile(False, x0)).program(config, tx), config, tx,
+                        np.dtype(dtype)))
     if implicit_diff and nested and jax.tree.leaves(args):
         # d x*/d args by the implicit function theorem (CG on HVPs), d f*/d args by the
         # envelope theorem; nothing is differentiated through the while_loop.
@@ -647,9 +649,10 @@ def _result_fn(batch_dims: int) -> Callable[[SolverState], MinimizeResult]:
 # Eager calls already checked, keyed by their static inputs and the avals of x0 and args:
 # a repeat call skips the argument checks and conversions (~50-100 µs of Python, as much
 # as a small solve) and calls the compiled program directly. Bounded (a new `fun` object
-# per call would otherwise grow it).
+# per call would otherwise grow it). Its entries hold their programs, so with the bounded
+# store of `jopt._programs` at most 64 + 64 compiled programs stay alive.
 _FAST_CALLS: dict = {}
-_FAST_CALLS_MAX = 128
+_FAST_CALLS_MAX = 64
 
 
 def _fast_key(fun: Callable, x0: PyTree, method: Any, args: tuple, tolerances: tuple,
@@ -833,7 +836,7 @@ def _loops_outlined() -> bool:
 
 
 def _jit(fn: Callable, profile: str | None) -> Callable:
-    return jax.jit(fn, static_argnums=(0, 1), compiler_options=_COMPILER_OPTIONS.get(profile))
+    return BoundedJit(fn, 2, compiler_options=_COMPILER_OPTIONS.get(profile))
 
 
 @functools.cache

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt._checks import JoptWarning, check_positive_int
+from jopt._programs import BoundedJit
 
 PyTree = Any
 Metric = Callable[[PyTree], jax.Array] | str
@@ -366,7 +367,7 @@ def _program(
 @functools.cache
 def _compiled() -> Callable:
     """The jitted sweep, cached per (fn, metric, mode, chunk_size) and input shapes."""
-    return jax.jit(_program, static_argnums=(0, 1, 2, 3))
+    return BoundedJit(_program, 4)
 
 
 def sweep(

@@ -1,0 +1,122 @@
+"""The bounded store of compiled programs (jopt._programs): solving many distinct
+objectives in one process must not keep every compiled program alive (it once ended in a
+segmentation fault after ~430 objectives, when XLA:CPU ran out of memory mappings)."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import weakref
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+import jopt
+from jopt import _programs
+
+_minimize = sys.modules["jopt.minimize"]  # the module (jopt.minimize is the function)
+
+
+@pytest.fixture
+def small_store(monkeypatch):
+    """A store of 3 programs, an empty fast-call cache of 3 entries."""
+    monkeypatch.setattr(_programs, "MAX_PROGRAMS", 3)
+    monkeypatch.setattr(_programs, "_PROGRAMS", {})
+    monkeypatch.setattr(_minimize, "_FAST_CALLS", {})
+    monkeypatch.setattr(_minimize, "_FAST_CALLS_MAX", 3)
+
+
+def _objective(shift: float):
+    return lambda x: jnp.sum((x - shift) ** 2) + 0.1 * jnp.sum(x**4)
+
+
+def test_same_static_values_share_one_program_and_new_ones_compile(small_store):
+    calls = []
+
+    def fn(scale, x):
+        calls.append(scale)
+        return scale * x
+
+    bounded = _programs.BoundedJit(fn, 1)
+    x = jnp.arange(3.0)
+    np.testing.assert_array_equal(bounded(2.0, x), 2.0 * x)
+    np.testing.assert_array_equal(bounded(2.0, x + 1), 2.0 * (x + 1))
+    assert calls == [2.0]  # traced once
+    np.testing.assert_array_equal(bounded(3.0, x), 3.0 * x)
+    assert calls == [2.0, 3.0]
+    assert bounded._cache_size() == 2 and _programs.held_programs() == 2
+
+
+def test_least_recently_used_program_is_dropped_and_freed(small_store):
+    bounded = _programs.BoundedJit(lambda k, x: k * x, 1)
+    x = jnp.ones(2)
+    first = weakref.ref(bounded.program(1.0))
+    bounded(1.0, x)
+    for k in (2.0, 3.0):
+        bounded(k, x)
+    bounded(1.0, x)  # used again: now the most recent, 2.0 the least
+    bounded(4.0, x)
+    keys = [key[1][0] for key in _programs._PROGRAMS]
+    assert keys == [3.0, 1.0, 4.0]
+    assert first() is not None  # still held
+    for k in (5.0, 6.0, 7.0):
+        bounded(k, x)
+    gc.collect()
+    assert first() is None  # dropped from the store and garbage: its programs are freed
+    assert _programs.held_programs() == 3
+
+
+def test_many_distinct_objectives_keep_a_bounded_number_of_programs(small_store):
+    """The user's pattern that crashed: a new closure per solve. Each solve is still
+    right, and only the last few programs (and objectives) stay alive."""
+    refs = []
+    for shift in range(8):
+        fun = _objective(float(shift))
+        res = jopt.minimize(fun, jnp.zeros(3))
+        ref = scipy.optimize.minimize(
+            lambda x, s=shift: np.sum((x - s) ** 2) + 0.1 * np.sum(x**4), np.zeros(3),
+            jac=lambda x, s=shift: 2 * (x - s) + 0.4 * x**3, tol=1e-12)
+        np.testing.assert_allclose(res.x, ref.x, atol=1e-5)
+        refs.append(weakref.ref(fun))
+        del fun
+    gc.collect()
+    assert _programs.held_programs() <= 3
+    alive = [r() is not None for r in refs]
+    assert not any(alive[:5]) and sum(alive) <= 3
+
+
+def test_a_dropped_program_recompiles_to_the_same_bits(small_store):
+    fun = _objective(1.5)
+    x0 = jnp.asarray([0.3, -2.0, 4.0])
+    first = jopt.minimize(fun, x0, method="bfgs")
+    for shift in range(4):  # push fun's program out of the store and the fast-call cache
+        jopt.minimize(_objective(float(shift)), x0, method="bfgs")
+    again = jopt.minimize(fun, x0, method="bfgs")
+    np.testing.assert_array_equal(first.x, again.x)
+    assert (int(first.nit), int(first.nfev)) == (int(again.nit), int(again.nfev))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_memory_mappings_stop_growing(small_store):
+    def mappings() -> int:
+        with open("/proc/self/maps") as f:
+            return sum(1 for _ in f)
+
+    counts = []
+    for shift in range(12):
+        jopt.minimize(_objective(float(shift)), jnp.zeros(2), method="cg")
+        gc.collect()
+        counts.append(mappings())
+    # Each program maps ~100-250 regions; after the store fills, the count stays flat.
+    assert counts[-1] - counts[5] < 100, counts
+
+
+def test_donated_and_named_static_arguments():
+    bounded = _programs.BoundedJit(lambda k, x, *, power: k * x**power, 1,
+                                   static_argnames=("power",), donate_argnums=(1,))
+    np.testing.assert_array_equal(bounded(2.0, jnp.arange(3.0), power=2),
+                                  2.0 * jnp.arange(3.0) ** 2)
+    with pytest.raises(ValueError, match="donate_argnums"):
+        _programs.BoundedJit(lambda k, x: x, 1, donate_argnums=(0,))
