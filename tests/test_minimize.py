@@ -539,20 +539,24 @@ def test_cached_path_accepts_numpy_inputs():
 
 @pytest.mark.parametrize("kind", sorted(DIRECTIONS))
 def test_direction_without_line_search_runs_as_a_plain_loop(kind):
-    """A quasi-Newton/CG direction chained with a fixed step (no line search, so nothing to
-    restart) runs in minimize as in a hand-written loop of ``tx.update`` (it once failed
-    to trace: the restart logic read a line-search state that was not there)."""
+    """A quasi-Newton/CG direction (already a descent direction, ``-H∇f``) chained with a
+    fixed step (no line search, so nothing to restart) runs in minimize as in a
+    hand-written loop of ``tx.update`` and reaches the minimizer (it once failed to trace:
+    the restart logic read a line-search state that was not there)."""
     a = jnp.asarray([[3.0, 0.5, 0.0], [0.5, 2.0, 0.3], [0.0, 0.3, 1.0]])
     b = jnp.asarray([1.0, -2.0, 0.5])
     fun = lambda x: 0.5 * x @ a @ x - b @ x  # noqa: E731
-    tx = optax.chain(DIRECTIONS[kind](), optax.scale(-0.2))
+    step = 0.2 if kind == "cg" else 0.5  # (fixed-step CG diverges at 0.5 on this problem)
+    tx = optax.chain(DIRECTIONS[kind](), optax.scale(step))
     x0 = jnp.zeros(3)
-    res = jopt.minimize(fun, x0, method=tx, maxiter=25, tol=1e-30)
+    res = jopt.minimize(fun, x0, method=tx, maxiter=40, tol=1e-30)
     x, state = x0, tx.init(x0)
-    for _ in range(25):
+    for _ in range(40):
         f, g = jax.value_and_grad(fun)(x)
         updates, state = tx.update(g, state, x, value=f, grad=g, value_fn=fun)
         x = optax.apply_updates(x, updates)
     np.testing.assert_allclose(res.x, x, rtol=1e-12, atol=1e-14)
-    assert (int(res.nit), int(res.nfev)) == (25, 26)
+    np.testing.assert_allclose(res.x, np.linalg.solve(np.asarray(a), np.asarray(b)),
+                               atol=1e-5)
+    assert (int(res.nit), int(res.nfev)) == (40, 41)
     assert int(res.status) == jopt.Status.MAXITER

@@ -258,6 +258,11 @@ def scale_by_lbfgs(memory_size: int = DEFAULT_MEMORY, chunked_history: bool = Tr
     relative curvature test are skipped; a zero step since the last call clears the
     memory (restart). Chain with a line search (see :func:`lbfgs`).
 
+    The output is already a descent direction (jopt's directions all are: a line search
+    scales them by α > 0). ``optax.scale_by_lbfgs`` returns ``+H_k ∇f`` for a negative
+    learning rate to follow; here a fixed step is a positive scale,
+    ``optax.chain(jopt.scale_by_lbfgs(), optax.scale(0.5))``.
+
     ``chunked_history``: keep each history leaf as column chunks of at most 512 bytes
     (:class:`ColumnChunks`) so that XLA:CPU runs a small problem's loop inline instead of
     on its thread pool (~30 % faster solves at n = 7-30 in float64). ``True``
