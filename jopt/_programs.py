@@ -20,6 +20,7 @@ a process solves; a dropped program is compiled again if its objective comes bac
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ import jax
 MAX_PROGRAMS = 64
 
 _PROGRAMS: dict[Hashable, Callable] = {}
+_LOCK = threading.Lock()
 
 
 class BoundedJit:
@@ -74,20 +76,24 @@ class BoundedJit:
         return self._lookup((self, static))
 
     def _lookup(self, key: tuple) -> Callable:
-        program = _PROGRAMS.pop(key, None)
-        if program is None:
-            named = dict(key[2]) if len(key) > 2 else {}
-            program = jax.jit(functools.partial(self._fn, *key[1], **named),
-                              **self._jit_kwargs)
-            while len(_PROGRAMS) >= MAX_PROGRAMS:
-                del _PROGRAMS[next(iter(_PROGRAMS))]  # the least recently used
-        _PROGRAMS[key] = program  # (re)inserted last: the most recently used
+        with _LOCK:  # threads may solve at once: keep the multi-step update whole
+            program = _PROGRAMS.pop(key, None)
+            if program is None:
+                named = dict(key[2]) if len(key) > 2 else {}
+                # (creating the jitted function is cheap: it compiles on its first call,
+                # outside the lock)
+                program = jax.jit(functools.partial(self._fn, *key[1], **named),
+                                  **self._jit_kwargs)
+                while len(_PROGRAMS) >= MAX_PROGRAMS:
+                    del _PROGRAMS[next(iter(_PROGRAMS))]  # the least recently used
+            _PROGRAMS[key] = program  # (re)inserted last: the most recently used
         return program
 
     def _cache_size(self) -> int:
         """Programs compiled and still held for this function (all static values)."""
-        return sum(program._cache_size() for key, program in list(_PROGRAMS.items())
-                   if key[0] is self)
+        with _LOCK:
+            programs = [program for key, program in _PROGRAMS.items() if key[0] is self]
+        return sum(program._cache_size() for program in programs)
 
 
 def held_programs() -> int:

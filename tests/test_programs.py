@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import time
 import weakref
 
 import jax.numpy as jnp
@@ -120,3 +121,39 @@ def test_donated_and_named_static_arguments():
                                   2.0 * jnp.arange(3.0) ** 2)
     with pytest.raises(ValueError, match="donate_argnums"):
         _programs.BoundedJit(lambda k, x: x, 1, donate_argnums=(0,))
+
+
+def test_threads_share_the_store_safely(small_store, monkeypatch):
+    """Threads looking up and evicting at once (a store of 3, 40 static values), made to
+    interleave inside the store's updates: every result right, the store full at the end.
+    (Under the GIL each dict step is atomic, so this holds without the store's lock too;
+    the lock keeps the multi-step update whole where it is not, e.g. free-threaded
+    builds.)"""
+    import concurrent.futures
+
+    class YieldingDict(dict):
+        """Gives the GIL away inside the store's updates, so threads interleave there."""
+
+        def __len__(self) -> int:
+            time.sleep(1e-4)
+            return super().__len__()
+
+        def pop(self, *args):
+            time.sleep(1e-4)
+            return super().pop(*args)
+
+    monkeypatch.setattr(_programs, "_PROGRAMS", YieldingDict())
+    bounded = _programs.BoundedJit(lambda k, x: k * x, 1)
+    x = jnp.ones(2)
+
+    def work(seed: int) -> float:
+        total = 0.0
+        for i in range(60):
+            k = float((seed * 7 + i) % 40)
+            total += float(bounded(k, x)[0]) - k
+        return total
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+        errors = list(pool.map(work, range(6)))
+    assert errors == [0.0] * 6
+    assert _programs.held_programs() == 3
