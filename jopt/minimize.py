@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
@@ -33,7 +35,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jopt._checks import check_float_tree, check_scalar_output, is_concrete_number
+from jopt._checks import (
+    JoptWarning,
+    check_float_tree,
+    check_scalar_output,
+    is_concrete_number,
+)
 from jopt._programs import BoundedJit
 from jopt.implicit import implicit_solution, implicit_value
 from jopt.linesearch import LineSearchState, LineSearchStatus
@@ -491,6 +498,8 @@ def minimize(
     _check_count("history_size", history_size)
     _check_verbose(verbose)
     nested = _traced((x0, args))
+    if not nested:
+        _note_closure(fun, x0)
     config = _RunConfig(fun=fun, maxiter=maxiter, maxfev=maxfev,
                         history_size=_history_size(history, history_size, maxiter),
                         verbose=verbose, ftol_on=_test_on(ftol), xtol_on=_test_on(xtol),
@@ -688,6 +697,70 @@ def _remember(key: tuple, value: tuple) -> None:
     if len(_FAST_CALLS) >= _FAST_CALLS_MAX:
         _FAST_CALLS.pop(next(iter(_FAST_CALLS)))
     _FAST_CALLS[key] = value
+
+
+
+# Objectives seen by eager `minimize` calls, by function body: code object -> [weak
+# reference to the latest objective, its shapes, distinct objectives seen with those
+# shapes in a row, warned].
+_CLOSURES: dict = {}
+_CLOSURES_MAX = 256
+_CLOSURE_WARN_AT = 5
+
+
+def _closure_shapes(fun: Callable) -> tuple[Any, tuple | None]:
+    """``(code object, shapes of the arrays it carries)`` of a plain function or a partial,
+    or shapes ``None`` when a new object of it could not be replaced by ``args``: it
+    carries values other than arrays (sizes, a model: they may change the program's
+    structure). A function that carries nothing (made anew for each call, reading
+    globals) has shapes ``()``."""
+    if isinstance(fun, functools.partial):
+        values = (*fun.args, *fun.keywords.values())
+        fun = fun.func
+    else:
+        try:
+            values = tuple(cell.cell_contents for cell in getattr(fun, "__closure__", None) or ())
+        except ValueError:  # an empty cell
+            return None, None
+    arrays = [v for v in values if isinstance(v, (jax.Array, np.ndarray))]
+    if len(arrays) < len(values):
+        return None, None
+    return getattr(fun, "__code__", None), tuple((v.shape, str(v.dtype)) for v in arrays)
+
+
+def _note_closure(fun: Callable, x0: PyTree) -> None:
+    """Warn once per function body when eager calls keep passing new objects of it, with
+    the same shapes: each is a new program to compile (~0.3-1 s on a CPU), where one
+    function and ``args=`` would compile once. (The pattern
+    ``minimize(lambda w: loss(w, data_i), w0)`` in a loop.)"""
+    code, shapes = _closure_shapes(fun)
+    if code is None:
+        return
+    shapes = (shapes, tuple((np.shape(leaf), str(getattr(leaf, "dtype", type(leaf))))
+                            for leaf in jax.tree.leaves(x0)), jax.tree.structure(x0))
+    entry = _CLOSURES.get(code)
+    if entry is not None and entry[0]() is fun:
+        return
+    try:
+        ref = weakref.ref(fun)
+    except TypeError:
+        return
+    if entry is None:
+        if len(_CLOSURES) >= _CLOSURES_MAX:
+            _CLOSURES.pop(next(iter(_CLOSURES)))
+        _CLOSURES[code] = [ref, shapes, 1, False]
+        return
+    same = entry[1] == shapes
+    entry[0], entry[1], entry[2] = ref, shapes, entry[2] + 1 if same else 1
+    if entry[2] >= _CLOSURE_WARN_AT and not entry[3]:
+        entry[3] = True
+        warnings.warn(
+            f"jopt.minimize was given {entry[2]} different objectives of the function at "
+            f"{code.co_filename}:{code.co_firstlineno} (a new function object each time, "
+            "same shapes): every one is a new program to compile. Define it once and pass "
+            "what changes as arguments, `minimize(fun, x0, args=(data,))` with "
+            "`fun(x, data)`, to compile once.",
+            JoptWarning, stacklevel=3)
 
 
 def _tolerance(value: Any, dtype: Any, nested: bool) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import sys
 import time
+import warnings
 import weakref
 
 import jax.numpy as jnp
@@ -157,3 +158,54 @@ def test_threads_share_the_store_safely(small_store, monkeypatch):
         errors = list(pool.map(work, range(6)))
     assert errors == [0.0] * 6
     assert _programs.held_programs() == 3
+
+
+# ------------------------------------------------------- the warning on new closures
+
+
+def _solve_all(objectives, x0):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = [jopt.minimize(f, x0, method="cg") for f in objectives]
+    return results, [w for w in caught if issubclass(w.category, jopt.JoptWarning)]
+
+
+@pytest.fixture
+def fresh_closures(monkeypatch):
+    monkeypatch.setattr(_minimize, "_CLOSURES", {})
+
+
+def _shifted(shift):
+    return lambda x: jnp.sum((x - shift) ** 2)
+
+
+def test_a_loop_of_new_closures_over_arrays_warns_once(fresh_closures):
+    shifts = [jnp.full(2, float(i)) for i in range(7)]
+    results, caught = _solve_all([_shifted(s) for s in shifts], jnp.zeros(2))
+    assert len(caught) == 1  # at the 5th new objective, then not again
+    assert "args=(data,)" in str(caught[0].message)
+    assert __file__.rstrip("c") in str(caught[0].message)  # names where the function is
+    for res, s in zip(results, shifts, strict=True):
+        np.testing.assert_allclose(res.x, s, atol=1e-6)
+
+
+def test_no_warning_for_one_function_with_args_or_for_changing_shapes(fresh_closures):
+    def loss(x, shift):
+        return jnp.sum((x - shift) ** 2)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(6):  # the advised form: one function, data as arguments
+            jopt.minimize(loss, jnp.zeros(2), args=(jnp.full(2, float(i)),), method="cg")
+    assert not [w for w in caught if issubclass(w.category, jopt.JoptWarning)]
+    # New closures whose arrays change shape each time compile anyway: no advice to give.
+    _, caught = _solve_all([_shifted(jnp.full(n, 1.0)) for n in range(1, 7)], jnp.zeros(1))
+    assert not caught
+
+
+def test_no_warning_for_closures_over_other_values(fresh_closures):
+    def make(power: int):  # a structural value: each is a different program
+        return lambda x: jnp.sum(x**power) + jnp.sum((x - 1.0) ** 2)
+
+    _, caught = _solve_all([make(p) for p in (2, 2, 4, 4, 6, 6)], jnp.zeros(2))
+    assert not caught
