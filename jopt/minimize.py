@@ -700,9 +700,16 @@ def _remember(key: tuple, value: tuple) -> None:
 
 
 
-# Objectives seen by eager `minimize` calls, by function body: code object -> [weak
-# reference to the latest objective, its shapes, distinct objectives seen with those
-# shapes in a row, warned].
+class _SeenObjective:
+    """The latest objective of one function body seen by eager ``minimize`` calls."""
+
+    __slots__ = ("ref", "repeats", "shapes", "warned")
+
+    def __init__(self, ref: weakref.ref, shapes: tuple) -> None:
+        self.ref, self.shapes, self.repeats, self.warned = ref, shapes, 1, False
+
+
+# Code object -> _SeenObjective (bounded: oldest dropped).
 _CLOSURES: dict = {}
 _CLOSURES_MAX = 256
 _CLOSURE_WARN_AT = 5
@@ -736,27 +743,27 @@ def _note_closure(fun: Callable, x0: PyTree) -> None:
     code, shapes = _closure_shapes(fun)
     if code is None:
         return
-    shapes = (shapes, tuple((np.shape(leaf), str(getattr(leaf, "dtype", type(leaf))))
-                            for leaf in jax.tree.leaves(x0)), jax.tree.structure(x0))
-    entry = _CLOSURES.get(code)
-    if entry is not None and entry[0]() is fun:
+    seen = _CLOSURES.get(code)
+    if seen is not None and seen.ref() is fun:
         return
     try:
         ref = weakref.ref(fun)
     except TypeError:
         return
-    if entry is None:
+    shapes = (shapes, tuple((np.shape(leaf), str(getattr(leaf, "dtype", type(leaf))))
+                            for leaf in jax.tree.leaves(x0)), jax.tree.structure(x0))
+    if seen is None:
         if len(_CLOSURES) >= _CLOSURES_MAX:
             _CLOSURES.pop(next(iter(_CLOSURES)))
-        _CLOSURES[code] = [ref, shapes, 1, False]
+        _CLOSURES[code] = _SeenObjective(ref, shapes)
         return
-    same = entry[1] == shapes
-    entry[0], entry[1], entry[2] = ref, shapes, entry[2] + 1 if same else 1
-    if entry[2] >= _CLOSURE_WARN_AT and not entry[3]:
-        entry[3] = True
+    seen.repeats = seen.repeats + 1 if seen.shapes == shapes else 1
+    seen.ref, seen.shapes = ref, shapes
+    if seen.repeats >= _CLOSURE_WARN_AT and not seen.warned:
+        seen.warned = True
         warnings.warn(
-            f"jopt.minimize was given {entry[2]} different objectives of the function at "
-            f"{code.co_filename}:{code.co_firstlineno} (a new function object each time, "
+            f"jopt.minimize was given {seen.repeats} different objectives of the function "
+            f"at {code.co_filename}:{code.co_firstlineno} (a new function object each time, "
             "same shapes): every one is a new program to compile. Define it once and pass "
             "what changes as arguments, `minimize(fun, x0, args=(data,))` with "
             "`fun(x, data)`, to compile once.",
