@@ -132,6 +132,126 @@ def bare_lbfgs(fun, x0, memory: int, iters: int):
     return call
 
 
+def bare_lbfgs_wolfe(fun, x0, memory: int = 10, tol: float = 1e-6, maxiter: int = 10_000,
+                     c1: float = 1e-4, c2: float = 0.9):
+    """The smallest complete L-BFGS with a strong-Wolfe line search: one ``while_loop``
+    whose step makes one ``value_and_grad`` at a trial point and then does arithmetic on
+    it — the bracketing and zoom of Nocedal & Wright Alg. 3.5/3.6 with jopt's safeguarded
+    cubic trials; on acceptance the pair write (skipped by the relative curvature test),
+    the two-loop recursion (Alg. 7.4, γ = sᵀy/yᵀy) and the ‖∇f‖∞ <= ``tol`` test.
+
+    Left out, against ``jopt.minimize``: approximate-Wolfe acceptance and the noise band
+    (float32 robustness), the best-point fallback of a failed search, restarts, the
+    descent check, status codes beyond converged / failed / maxiter, evaluation counters
+    other than one, ``ftol`` / ``xtol`` / ``maxfev``, stall detection, history, printing
+    and pytrees. It is the floor of issue 3's compile target: a program doing the
+    required work, and nothing else, cannot be compiled faster by a driver with more.
+
+    Returns ``x0 -> (x, f, nit, nfev, status)``, compiled with ``jopt.minimize``'s options.
+    """
+    from jopt.linesearch import _cubic_minimizer, _extrapolation_trial, _zoom_trial
+
+    vg = jax.value_and_grad(fun)
+    n = int(jnp.size(x0))
+
+    def two_loop(g, s_h, y_h, rho, head, count, gamma):
+        def newest_first(j, carry):
+            q, alphas = carry
+            k = (head - 1 - j) % memory
+            a = jnp.where(j < count, rho[k] * jnp.vdot(s_h[k], q), 0.0)
+            return q - a * y_h[k], alphas.at[j].set(a)
+
+        q, alphas = jax.lax.fori_loop(0, memory, newest_first,
+                                      (g, jnp.zeros(memory, g.dtype)))
+
+        def oldest_first(j, r):
+            jj = memory - 1 - j
+            k = (head - 1 - jj) % memory
+            b = rho[k] * jnp.vdot(y_h[k], r)
+            return r + jnp.where(jj < count, alphas[jj] - b, 0.0) * s_h[k]
+
+        return -jax.lax.fori_loop(0, memory, oldest_first, gamma * q)
+
+    @_floor_jit(n)
+    def run(x):
+        dt = x.dtype
+        f, g = vg(x)
+        d = -g
+        slope = jnp.vdot(g, d)
+        zero = jnp.zeros([], dt)
+        triple = jnp.stack([zero, f, slope])
+        hist = jnp.zeros((memory, n), dt)
+        init = dict(it=jnp.zeros([], jnp.int32), nfev=jnp.ones([], jnp.int32), x=x, f=f, g=g,
+                    d=d, slope=slope, trial=jnp.minimum(1.0, 1.0 / jnp.linalg.norm(g)),
+                    prev=triple, lo=triple, hi=triple, zooming=jnp.zeros([], bool),
+                    ls_i=jnp.zeros([], jnp.int32), s_h=hist, y_h=hist,
+                    rho=jnp.zeros(memory, dt), head=jnp.zeros([], jnp.int32),
+                    count=jnp.zeros([], jnp.int32),
+                    status=jnp.where(jnp.max(jnp.abs(g)) <= tol, 0, -1).astype(jnp.int32))
+
+        def body(s):
+            a, f0, slope0 = s["trial"], s["f"], s["slope"]
+            x_t = s["x"] + a * s["d"]
+            f_t, g_t = vg(x_t)
+            d_t = jnp.vdot(g_t, s["d"])
+            finite = jnp.isfinite(f_t) & jnp.isfinite(d_t)
+            f_t, d_t = jnp.where(finite, f_t, jnp.inf), jnp.where(finite, d_t, jnp.inf)
+            armijo = f_t <= f0 + c1 * a * slope0
+            ok = armijo & (jnp.abs(d_t) <= -c2 * slope0)
+            cur = jnp.stack([a, f_t, d_t])
+            b_hi = ~armijo | ((s["ls_i"] > 0) & (f_t >= s["prev"][1]))
+            b_accept = ~b_hi & ok
+            b_zoom = b_hi | (~b_accept & (d_t >= 0))
+            z_hi = ~armijo | (f_t >= s["lo"][1])
+            z_accept = ~z_hi & ok
+            z_swap = ~z_hi & ~z_accept & (d_t * (s["hi"][0] - s["lo"][0]) >= 0)
+            was = s["zooming"]
+            zooming = was | b_zoom
+            accept = jnp.where(was, z_accept, b_accept)
+            lo = jnp.where(was, jnp.where(z_hi, s["lo"], cur), jnp.where(b_hi, s["prev"], cur))
+            hi = jnp.where(was, jnp.where(z_hi, cur, jnp.where(z_swap, s["lo"], s["hi"])),
+                           jnp.where(b_hi, cur, s["prev"]))
+            prev = jnp.where(was, s["prev"], cur)
+            end0, end1 = jnp.where(zooming, lo, s["prev"]), jnp.where(zooming, hi, cur)
+            cubic = _cubic_minimizer(end0[0], end0[1], end0[2], end1[0], end1[1], end1[2])
+            next_trial = jnp.where(zooming, _zoom_trial(lo[0], lo[2], hi[0], hi[2], cubic, False),
+                                   _extrapolation_trial(a, s["prev"][0], cubic, True))
+            ls_i = s["ls_i"] + 1
+            # On acceptance: the curvature pair, the next direction, the gradient test.
+            step, dy = a * s["d"], g_t - s["g"]
+            sy, yy, ss = jnp.vdot(step, dy), jnp.vdot(dy, dy), jnp.vdot(step, step)
+            store = accept & (sy > 1e-10 * jnp.sqrt(ss * yy))
+            head = s["head"]
+            s_h = jnp.where(store, s["s_h"].at[head].set(step), s["s_h"])
+            y_h = jnp.where(store, s["y_h"].at[head].set(dy), s["y_h"])
+            rho = jnp.where(store, s["rho"].at[head].set(1.0 / sy), s["rho"])
+            head = jnp.where(store, (head + 1) % memory, head)
+            count = jnp.where(store, jnp.minimum(s["count"] + 1, memory), s["count"])
+            gamma = jnp.where(count > 0, sy / yy, 1.0 / jnp.linalg.norm(g_t))
+            d_new = two_loop(g_t, s_h, y_h, rho, head, count, gamma)
+            slope_new = jnp.vdot(g_t, d_new)
+            it = s["it"] + accept.astype(jnp.int32)
+            status = jnp.select([accept & (jnp.max(jnp.abs(g_t)) <= tol),
+                                 ~accept & (ls_i >= 30), it >= maxiter], [0, 2, 1], -1)
+            fresh = jnp.stack([zero, f_t, slope_new])
+
+            def keep(new, old):
+                return jnp.where(accept, new, old)
+
+            return dict(it=it, nfev=s["nfev"] + 1, x=keep(x_t, s["x"]), f=keep(f_t, f0),
+                        g=keep(g_t, s["g"]), d=keep(d_new, s["d"]),
+                        slope=keep(slope_new, slope0), trial=keep(jnp.ones([], dt), next_trial),
+                        prev=keep(fresh, prev), lo=keep(fresh, lo), hi=keep(fresh, hi),
+                        zooming=keep(jnp.zeros([], bool), zooming),
+                        ls_i=keep(jnp.zeros([], jnp.int32), ls_i), s_h=s_h, y_h=y_h, rho=rho,
+                        head=head, count=count, status=status.astype(jnp.int32))
+
+        out = jax.lax.while_loop(lambda s: s["status"] < 0, body, init)
+        return out["x"], out["f"], out["it"], out["nfev"], out["status"]
+
+    return run
+
+
 def _jopt(fun, method: str):
     def call():
         res = jopt.minimize(fun, jnp.asarray(x0_of[fun]), method=method, tol=1e-6,
