@@ -16,7 +16,9 @@ Contenders, timed interleaved in the same run (float64, ‖∇f‖∞ <= 1e-6):
 * ``floor``: the bare loop above, for 1,000 iterations — time / 1,000;
 * ``floor-lbfgs``: the problem's own irreducible L-BFGS work in a bare loop (one
   ``value_and_grad``, the two-loop recursion with m = 10, the pair write; fixed step, no
-  line search or tests), for 1,000 iterations — time / 1,000.
+  line search or tests), for 1,000 iterations — time / 1,000;
+* ``floor-wolfe``: :func:`bare_lbfgs_wolfe`, the smallest complete L-BFGS with a
+  strong-Wolfe search (one flat loop), solving the problem — time / its iterations.
 
 Problems: TRIDIA-n (issue 8's example) and ARWHEAD-n from
 :mod:`benchmarks.problems`. The ratio to the floor is what the issue targets (≤ 2× on the
@@ -277,7 +279,18 @@ def contenders(problem, n: int) -> dict:
         "jaxopt-lbfgs": lambda: jaxopt_solve(problem.x0)[1],
         "floor": bare_loop(n, FLOOR_ITERS),
         "floor-lbfgs": bare_lbfgs(problem.fun, problem.x0, 10, FLOOR_ITERS),
+        "floor-wolfe": _solve_floor_wolfe(problem),
     }
+
+
+def _solve_floor_wolfe(problem):
+    run = bare_lbfgs_wolfe(problem.fun, problem.x0, maxiter=20_000)
+    x0 = jnp.asarray(problem.x0)
+
+    def call():
+        return int(jax.block_until_ready(run(x0))[2])
+
+    return call
 
 
 def measure(problem, repeats: int, n: int) -> list[dict]:
