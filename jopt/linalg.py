@@ -43,7 +43,7 @@ from jopt._checks import (
     check_same_structure,
     is_concrete_number,
 )
-from jopt.tree import tree_add_scaled, tree_l2_norm, tree_scale, tree_select, tree_vdot
+from jopt.tree import set_row, tree_add_scaled, tree_l2_norm, tree_scale, tree_select, tree_vdot
 
 PyTree = Any
 MatVec = Callable[[PyTree], PyTree]
@@ -500,7 +500,7 @@ class LanczosResult(NamedTuple):
 
 
 def _stack_set(stacked: PyTree, j: jax.Array, v: PyTree) -> PyTree:
-    return jax.tree.map(lambda s, x: s.at[j].set(x), stacked, v)
+    return jax.tree.map(lambda s, x: set_row(s, j, x), stacked, v)
 
 
 def _project_out(stacked: PyTree, w: PyTree) -> PyTree:
@@ -577,8 +577,8 @@ def lanczos(
         stop = dead | ~(beta > rel_tol * anorm)  # also catches NaN
         beta = jnp.where(stop, 0, beta)
         q_next = tree_scale(_safe_div(jnp.ones([], dtype), beta), w)  # zero when stopped
-        alphas = alphas.at[j].set(jnp.where(dead, 0, alpha))
-        betas = betas.at[j].set(beta)
+        alphas = set_row(alphas, j, jnp.where(dead, 0, alpha))
+        betas = set_row(betas, j, beta)
         k = k + jnp.where(dead, 0, 1).astype(jnp.int32)
         return basis, alphas, betas, q_next, q, beta, anorm, stop, k
 

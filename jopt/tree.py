@@ -9,8 +9,31 @@ import jax.numpy as jnp
 
 PyTree = Any
 
-__all__ = ["tree_add_scaled", "tree_inf_norm", "tree_l2_norm", "tree_scale", "tree_select",
-           "tree_vdot", "tree_vdots"]
+__all__ = ["set_row", "tree_add_scaled", "tree_inf_norm", "tree_l2_norm", "tree_scale",
+           "tree_select", "tree_vdot", "tree_vdots"]
+
+
+def set_row(array: jax.Array, index: Any, value: Any) -> jax.Array:
+    """``array`` with ``array[index] = value`` along the first axis, for an in-range traced
+    ``index``: ``array.at[index].set(value)`` as a dynamic-update-slice.
+
+    (``.at[].set`` is a scatter in the jaxpr, which XLA turns into the same update later;
+    a solver loop holding a scatter is not compiled as one XLA:CPU function, see
+    :func:`jopt.xla_cpu.outlinable`. Under a mesh with explicit axes ``.at[].set`` is
+    kept: its sharding rule reconciles operand and update, the slice update's does not.)
+    """
+    value = jnp.asarray(value, array.dtype)
+    if _on_mesh(array) or _on_mesh(value):
+        return array.at[index].set(value)
+    return jax.lax.dynamic_update_index_in_dim(array, value, index, 0)
+
+
+def _on_mesh(x: Any) -> bool:
+    """Whether ``x``'s type carries a sharding over a mesh with named axes."""
+    try:
+        return bool(jax.typeof(x).sharding.mesh.axis_names)
+    except Exception:  # a type without a sharding: nothing to reconcile
+        return False
 
 
 def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:

@@ -141,3 +141,163 @@ def enable_small_loop_kernels(max_bytes: int = DEFAULT_MAX_BYTES) -> str:
         )
     os.environ["XLA_FLAGS"] = wanted
     return wanted
+
+
+# ------------------------------------------------------------ one loop, one kernel
+#
+# The same single-function code generation, asked for by one program instead of the whole
+# process. XLA:CPU emits a `call` whose frontend attribute `xla_cpu_small_call` is "true"
+# as one function (ThunkEmitter::EmitCallThunk -> ComputationKernelEmitter; the attribute
+# is what SmallWhileLoopHoistingPass puts on the calls it creates), and its call inliner
+# keeps a call marked `inlineable="false"`. `outlined_call` wraps a loop in such a call.
+#
+# The legacy emitter behind it cannot emit everything the thunk runtime can, and some
+# failures abort the process (a CHECK in IrEmitter), so a loop is outlined only when its
+# jaxpr passes `outlinable`:
+# * no primitive that lowers to a custom call, scatter, sort, FFT, collective or
+#   infeed/outfeed (the pass's own exclusions; LAPACK linear algebra and callbacks are
+#   custom calls on the CPU);
+# * no reduction or product over more than `_MAX_REDUCED_BYTES`, and no matrix product
+#   (a product with a result of rank >= 2): XLA:CPU gives those to YNNPACK "custom"
+#   fusions, which the legacy emitter refuses ("Fusion kind not implemented on CPU": at
+#   n = 10,000, and for a small MLP's matrix products). Such refusals are errors at
+#   compile time, so jopt.minimize also retries without outlining when one occurs;
+# * array constants: the emitter aborted (IrEmitter::EmitGlobalBufferPointer, "All or
+#   none of the slices should have an explicit index") on a loop whose objective used a
+#   closed-over 3 x 3 matrix in a product, and, even with the arrays passed to the call as
+#   arguments, on closed-over arrays of 10,240 and 16,000 bytes (9,600 bytes and below
+#   compiled). `outlined_call` therefore passes the arrays the loop closes over as
+#   arguments, and a loop is not outlined when one of them is over `_MAX_CONST_BYTES`
+#   or when it holds array constants deeper (a jitted function's own constants, array
+#   literals). Data passed in ``args`` are inputs, never constants.
+
+_MAX_REDUCED_BYTES = 1 << 15  # 4,096 float64 (n = 10,000's 80 KB became YNNPACK fusions)
+_MAX_CONST_BYTES = 1 << 12  # 4 KiB, 2.3x below the smallest array that aborted
+_DENIED = frozenset({
+    "sort", "top_k", "approx_top_k", "fft", "rng_bit_generator", "infeed", "outfeed",
+    "pure_callback", "io_callback", "debug_callback", "debug_print", "ffi_call",
+    "custom_call", "sharding_constraint", "mesh_cast", "shard_map", "axis_index",
+    "psum", "pmax", "pmin", "ppermute", "pbroadcast", "all_gather", "all_to_all",
+    "reduce_scatter", "psum_invariant", "cholesky", "lu", "lu_pivots_to_permutation",
+    "qr", "geqrf", "geqp3", "householder_product", "orgqr", "eig", "eigh", "svd",
+    "schur", "hessenberg", "tridiagonal", "tridiagonal_solve", "triangular_solve",
+})
+_REDUCTIONS = frozenset({
+    "dot_general", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and",
+    "reduce_or", "reduce_xor", "argmax", "argmin", "reduce_precision_sum", "cumsum",
+    "cumprod", "cummax", "cummin", "cumlogsumexp", "reduce",
+})
+
+
+def _nbytes(value) -> int:
+    aval = getattr(value, "aval", value)
+    shape, dtype = getattr(aval, "shape", None), getattr(aval, "dtype", None)
+    if shape is None or dtype is None:
+        return 0
+    import numpy as np
+
+    size = 1
+    for dim in shape:
+        size *= int(dim)
+    return size * np.dtype(dtype).itemsize
+
+
+def _sub_jaxprs(value):
+    """(jaxpr, consts) pairs held by an equation parameter."""
+    if hasattr(value, "eqns"):
+        yield value, ()
+    elif hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):
+        yield value.jaxpr, tuple(getattr(value, "consts", ()))
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _sub_jaxprs(item)
+
+
+def _is_scalar_or_traced(const) -> bool:
+    import jax
+
+    return isinstance(const, jax.core.Tracer) or len(getattr(const, "shape", ())) == 0
+
+
+def _jaxpr_outlinable(jaxpr, consts) -> bool:
+    """``jaxpr`` (whose concrete ``consts`` would be embedded as constants) passes."""
+    if not all(_is_scalar_or_traced(c) for c in consts):
+        return False
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name in _DENIED or "scatter" in name or "callback" in name:
+            return False
+        if name in _REDUCTIONS and any(_nbytes(v) > _MAX_REDUCED_BYTES for v in eqn.invars):
+            return False
+        if name == "dot_general" and len(getattr(eqn.outvars[0].aval, "shape", ())) >= 2:
+            return False  # a matrix product: XLA:CPU may give it to a library fusion
+        if not all(_is_scalar_or_traced(getattr(v, "val", 0)) for v in eqn.invars):
+            return False  # an array literal, embedded as a constant
+        for param in eqn.params.values():
+            for sub, sub_consts in _sub_jaxprs(param):
+                if not _jaxpr_outlinable(sub, sub_consts):
+                    return False
+    return True
+
+
+def outlinable(closed_jaxpr) -> bool:
+    """Whether XLA:CPU's single-function emitter can take ``closed_jaxpr`` when its
+    top-level constants come in as arguments (:func:`outlined_call` passes them so);
+    see the list above. Conservative: ``False`` only costs speed."""
+    import jax
+
+    if any(not isinstance(c, jax.core.Tracer) and _nbytes(c) > _MAX_CONST_BYTES
+           for c in closed_jaxpr.consts):
+        return False
+    return _jaxpr_outlinable(closed_jaxpr.jaxpr, ())
+
+
+def outlined_call(closed_jaxpr, out_tree, live, *args):
+    """The computation ``closed_jaxpr`` applied to ``args``, compiled by XLA:CPU as one
+    function (one kernel launch, the loop's control flow inside it) instead of one kernel
+    per operation; its result as the pytree ``out_tree``.
+
+    Every buffer the call touches must be one of its own arguments or results: the
+    emitter aborted (``IrEmitter::EmitGlobalBufferPointer``, "All or none of the slices
+    should have an explicit index") on an array the objective closed over, an empty
+    array, a state field XLA had folded to a constant (constant buffers), an argument
+    the loop never reads, and a loop-invariant field returned as it came in. So the
+    top-level constants of ``closed_jaxpr`` are passed as arguments; every argument
+    passes a select on ``live``, a traced boolean that is always true but that XLA cannot
+    fold, with a distinct fill value each (so that XLA merges none of them); inside, a
+    flag reads every argument and every result is selected on it; empty arrays are made
+    inside the call. The caller checks :func:`outlinable` first; other backends ignore
+    the attributes.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    leaves = [*closed_jaxpr.consts, *jax.tree.leaves(args)]
+    empty = [jnp.size(leaf) == 0 for leaf in leaves]
+    shapes = [jax.ShapeDtypeStruct(jnp.shape(leaf), jnp.result_type(leaf)) for leaf in leaves]
+    # (a distinct fill per argument: XLA must not merge two arguments into one buffer)
+    passed = [jnp.where(live, leaf, jnp.full_like(leaf, i))
+              for i, (leaf, no) in enumerate(zip(leaves, empty, strict=True)) if not no]
+    nconsts = len(closed_jaxpr.consts)
+
+    from jax.experimental.xla_metadata import set_xla_metadata
+
+    def run(live, passed):
+        it = iter(passed)
+        full = [jnp.zeros(shape.shape, shape.dtype) if no else next(it)
+                for shape, no in zip(shapes, empty, strict=True)]
+        # The attributes are for the call alone: calls inside it stay inlineable.
+        with set_xla_metadata(xla_cpu_small_call="false", inlineable="true"):
+            out = jax.core.eval_jaxpr(closed_jaxpr.jaxpr, full[:nconsts], *full[nconsts:])
+            # Every argument must be used, and no result may be an argument passed through
+            # (a loop-invariant field): the emitter aborted on both. `anchor` (still
+            # always true) reads every argument, and every result is selected on it.
+            anchor = live
+            for leaf in passed:
+                first = jnp.ravel(leaf)[0]
+                anchor = anchor | (first == jnp.zeros((), first.dtype))
+            return [jnp.where(anchor, o, jnp.full_like(o, i)) for i, o in enumerate(out)]
+
+    with set_xla_metadata(xla_cpu_small_call="true", inlineable="false"):
+        out = jax.jit(run)(live, passed)
+    return jax.tree.unflatten(out_tree, out)

@@ -69,6 +69,7 @@ from jopt._checks import (
 from jopt.calculus import gnvp_fn, grad_and_hvp_fn
 from jopt.linesearch import LineSearchState, LineSearchStatus
 from jopt.tree import (
+    set_row,
     tree_add_scaled,
     tree_inf_norm,
     tree_l2_norm,
@@ -318,13 +319,13 @@ def martens_cg(
         x, r, q = (tree_select(negative, c.x, x), tree_select(negative, c.r, r),
                    jnp.where(negative, c.q, q))
         i = c.i + 1
-        q_hist = c.q_hist.at[i].set(q)
+        q_hist = set_row(c.q_hist, i, q)
         saved, saved_q = c.saved, c.saved_q
         if num_slots:
             slot = table[i]
             keep, at = slot >= 0, jnp.maximum(slot, 0)
-            saved = jax.tree.map(lambda s, v: s.at[at].set(jnp.where(keep, v, s[at])), saved, x)
-            saved_q = saved_q.at[at].set(jnp.where(keep, q, saved_q[at]))
+            saved = jax.tree.map(lambda s, v: set_row(s, at, jnp.where(keep, v, s[at])), saved, x)
+            saved_q = set_row(saved_q, at, jnp.where(keep, q, saved_q[at]))
         small = tree_l2_norm(r) <= r_floor
         stop = negative | small | _progress_stop(q_hist, i, q, eps)
         return _CGCarry(i, x, r, d, rz, q, q_hist, saved, saved_q, stop, negative)
@@ -336,7 +337,7 @@ def martens_cg(
         d=tree_scale(-1.0, z),
         rz=tree_vdot(r, z),
         q=q0,
-        q_hist=jnp.zeros([max_iters + 1], dtype).at[0].set(q0),
+        q_hist=set_row(jnp.zeros([max_iters + 1], dtype), 0, q0),
         saved=jax.tree.map(lambda v: jnp.zeros((num_slots, *v.shape), v.dtype), g),
         saved_q=jnp.zeros([num_slots], dtype),
         stop=tree_l2_norm(r) <= r_floor,

@@ -42,7 +42,7 @@ from jax.flatten_util import ravel_pytree
 
 from jopt._checks import check_float_tree, check_positive_int
 from jopt.linesearch import scale_by_strong_wolfe
-from jopt.tree import tree_l2_norm, tree_scale, tree_select, tree_vdot, tree_vdots
+from jopt.tree import set_row, tree_l2_norm, tree_scale, tree_select, tree_vdot, tree_vdots
 
 PyTree = Any
 
@@ -139,7 +139,7 @@ class ColumnChunks:
         flat, start, out = jnp.ravel(value), 0, []
         for c in self.chunks:
             width = c.shape[1]
-            out.append(jnp.where(ok, c.at[idx].set(flat[start:start + width]), c))
+            out.append(jnp.where(ok, set_row(c, idx, flat[start:start + width]), c))
             start += width
         return ColumnChunks(tuple(out), self.shape)
 
@@ -196,7 +196,7 @@ def _history_write(history: PyTree, idx: jax.Array, new: PyTree, ok: jax.Array) 
     def write(h, v):
         if _is_chunks(h):
             return h.write(idx, v, ok)
-        return jnp.where(ok, h.at[idx].set(v), h)
+        return jnp.where(ok, set_row(h, idx, v), h)
 
     return jax.tree.map(write, history, new, is_leaf=_is_chunks)
 
@@ -228,7 +228,7 @@ def _lbfgs_direction(grad: PyTree, state: LBFGSState, memory_size: int) -> PyTre
         idx = (state.head - 1 - j) % memory_size
         a = state.rho[idx] * tree_vdot(slot(state.s_history, idx), q)
         q = jax.tree.map(lambda qi, yi: qi - a.astype(qi.dtype) * yi, q, slot(state.y_history, idx))
-        return q, alphas.at[j].set(a)
+        return q, set_row(alphas, j, a)
 
     alphas0 = jnp.zeros([memory_size], state.rho.dtype)
     q, alphas = jax.lax.fori_loop(0, memory_size, newest_first, (grad, alphas0))
@@ -311,7 +311,7 @@ def scale_by_lbfgs(memory_size: int = DEFAULT_MEMORY, chunked_history: bool = Tr
             count=state.count + 1,
             s_history=write(state.s_history, s),
             y_history=write(state.y_history, y),
-            rho=jnp.where(ok, rho.at[state.head].set(rho_new), rho),
+            rho=jnp.where(ok, set_row(rho, state.head, rho_new), rho),
             head=jnp.where(ok, (state.head + 1) % memory_size, state.head),
             gamma=jnp.where(ok, sy / jnp.where(ok, yy, 1.0), gamma).astype(
                 state.gamma.dtype),

@@ -30,7 +30,7 @@ from jopt._checks import check_float_tree, check_learning_rate, check_positive_i
 from jopt.calculus import hvp
 from jopt.transforms._common import ScalarOrSchedule, learning_rate_at, safe_increment
 from jopt.transforms.quasi_newton import LBFGSState, _lbfgs_direction, _pair_is_usable
-from jopt.tree import tree_scale
+from jopt.tree import set_row, tree_scale
 
 PyTree = Any
 HessianBatchFn = Callable[[PyTree, jax.Array], jax.Array]
@@ -104,7 +104,7 @@ def _store_pair(state: SQNState, s: PyTree, y: PyTree, ok: jax.Array, sy: jax.Ar
     head = state.head
 
     def write(history, new):
-        return jax.tree.map(lambda h, v: h.at[head].set(jnp.where(ok, v, h[head])), history,
+        return jax.tree.map(lambda h, v: set_row(h, head, jnp.where(ok, v, h[head])), history,
                             new)
 
     dtype = state.rho.dtype
@@ -112,7 +112,7 @@ def _store_pair(state: SQNState, s: PyTree, y: PyTree, ok: jax.Array, sy: jax.Ar
     return dict(
         s_history=write(state.s_history, s),
         y_history=write(state.y_history, y),
-        rho=state.rho.at[head].set(jnp.where(ok, rho_new, state.rho[head])),
+        rho=set_row(state.rho, head, jnp.where(ok, rho_new, state.rho[head])),
         head=jnp.where(ok, (head + 1) % state.rho.shape[0], head),
         gamma=jnp.where(ok, sy / jnp.where(ok, yy, 1.0), state.gamma).astype(dtype),
     )
