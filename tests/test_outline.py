@@ -1,0 +1,205 @@
+"""One XLA:CPU function per solver loop (``jopt.xla_cpu.outlined_call``), per program.
+
+``jopt.minimize`` compiles its loop as a single function when the traced loop passes
+``jopt.xla_cpu.outlinable``. These tests check (a) that it happens where it should and not
+where it must not, (b) that outlined and usual loops solve alike (against scipy, and
+against each other), (c) the emitter's preconditions that once aborted the process, each
+as a regression case, and (d) the fallback when XLA refuses an outlined loop.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import scipy.optimize
+
+import jopt
+from jopt.tree import set_row
+from jopt.xla_cpu import outlinable
+
+jm = importlib.import_module("jopt.minimize")
+
+pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu",
+                                reason="outlining is an XLA:CPU code-generation choice")
+
+
+def rosen(x):
+    return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def _last_program():
+    """(run, config) of the last eager ``minimize`` remembered for the fast path."""
+    run, config, _, _ = list(jm._FAST_CALLS.values())[-1]
+    return run, config
+
+
+def _ours_in(text: str) -> int:
+    """Calls marked by jopt (XLA's own pass marks small calls but never `inlineable`)."""
+    return sum(" call(" in line and 'inlineable="false",xla_cpu_small_call="true"' in line
+               for line in text.splitlines())
+
+
+def _solve(fun, x0, outline: bool, monkeypatch, **kw):
+    """``minimize`` with a fresh wrapper of ``fun`` (so a fresh program), outlined or not."""
+    with monkeypatch.context() as m:
+        if not outline:
+            m.setattr(jm, "_outline", lambda *a, **k: False)
+        return jopt.minimize(lambda x, *a: fun(x, *a), x0, **kw)
+
+
+def test_small_solve_is_one_function_and_agrees_with_scipy():
+    x0 = jnp.asarray(np.tile([-1.2, 1.0], 5))
+    fun = lambda x: rosen(x)  # noqa: E731  (a fresh objective: a fresh program)
+    res = jopt.minimize(fun, x0, tol=1e-8)
+    run, config = _last_program()
+    assert config.outline
+    tols = jm._device_tolerances(1e-8, 0.0, 0.0, np.dtype(np.float64))
+    text = run.lower(x0, (), *tols, jm._no_limit()).compile().as_text()
+    assert _ours_in(text) == 1
+    ref = scipy.optimize.minimize(lambda z: float(rosen(jnp.asarray(z))), np.asarray(x0),
+                                  jac=lambda z: np.asarray(jax.grad(rosen)(jnp.asarray(z))),
+                                  method="L-BFGS-B", options={"gtol": 1e-10, "ftol": 0})
+    assert int(res.status) == jopt.Status.CONVERGED
+    np.testing.assert_allclose(res.x, ref.x, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "bfgs", "cg", "newton-cg", "trust-ncg"])
+def test_outlined_and_usual_loops_solve_alike(method, monkeypatch):
+    a = jnp.asarray([[3.0, 0.5, 0.0], [0.5, 2.0, 0.3], [0.0, 0.3, 1.0]])
+
+    def fun(x, b):
+        return 0.5 * x @ a @ x - b @ x + 0.05 * jnp.sum(x**4)
+
+    b = jnp.asarray([1.0, -2.0, 0.5])
+    x0 = jnp.zeros(3)
+    on = _solve(fun, x0, True, monkeypatch, method=method, args=(b,), tol=1e-10)
+    assert _last_program()[1].outline
+    off = _solve(fun, x0, False, monkeypatch, method=method, args=(b,), tol=1e-10)
+    assert not _last_program()[1].outline
+    for r in (on, off):
+        assert int(r.status) == jopt.Status.CONVERGED, r.message
+    np.testing.assert_allclose(on.x, off.x, atol=1e-9)
+    assert abs(float(on.fun) - float(off.fun)) <= 1e-12
+
+
+# Each of these once aborted the process in XLA's emitter (a CHECK failure): a closed-over
+# matrix in a product, loop-invariant fields (no line search), an empty state leaf (the
+# CG chain), a closed-over array of 10 KB, history buffers, counters.
+@pytest.mark.parametrize("case", ["fixed-step-lbfgs", "fixed-step-bfgs", "fixed-step-cg",
+                                  "data-4k", "data-10k", "history", "maxfev-ftol-xtol"])
+def test_emitter_preconditions_hold(case, monkeypatch):
+    rng = np.random.default_rng(0)
+    a = jnp.asarray([[3.0, 0.5, 0.0], [0.5, 2.0, 0.3], [0.0, 0.3, 1.0]])
+    b = jnp.asarray([1.0, -2.0, 0.5])
+    kw: dict = {}
+    x0 = jnp.zeros(3)
+    if case.startswith("fixed-step"):
+        kind = case.split("-")[-1]
+        direction = {"lbfgs": jopt.scale_by_lbfgs, "bfgs": jopt.scale_by_bfgs,
+                     "cg": jopt.scale_by_nonlinear_cg}[kind]
+        kw = dict(method=optax.chain(direction(), optax.scale(0.2)), maxiter=40, tol=1e-30)
+
+        def fun(x):
+            return 0.5 * x @ a @ x - b @ x
+    elif case.startswith("data"):
+        rows = 25 if case == "data-4k" else 64  # 25 x 20 x 8 = 4,000 B; 64 x 20 x 8 = 10,240
+        data = jnp.asarray(rng.normal(size=(rows, 20)))
+        y = jnp.asarray(rng.normal(size=rows))
+        x0 = jnp.zeros(20)
+
+        def fun(w):
+            return jnp.mean((data @ w - y) ** 2) + 1e-2 * w @ w
+    else:
+        kw = (dict(history=True) if case == "history"
+              else dict(maxfev=500, ftol=1e-14, xtol=1e-14))
+
+        def fun(x):
+            return 0.5 * x @ a @ x - b @ x + 0.05 * jnp.sum(x**4)
+    on = _solve(fun, x0, True, monkeypatch, **kw)
+    outlined = _last_program()[1].outline
+    off = _solve(fun, x0, False, monkeypatch, **kw)
+    assert outlined == (case != "data-10k")  # over 4 KiB of closed-over data: not outlined
+    np.testing.assert_allclose(on.x, off.x, rtol=1e-9, atol=1e-12)
+    assert int(on.status) == int(off.status)
+
+
+def test_not_outlined_where_the_emitter_cannot_go(monkeypatch):
+    x0 = jnp.linspace(-1.0, 1.0, 6)
+    idx = jnp.asarray([0, 2, 4])
+    fancy = lambda x: jnp.sum((x[idx] - 1.0) ** 2) + jnp.sum(x**2)  # noqa: E731  (scatter)
+    sorted_ = lambda x: jnp.sum(jnp.sort(x) * jnp.arange(6.0)) + jnp.sum(x**4)  # noqa: E731
+    for fun in (fancy, sorted_):
+        assert not jm._outline(False, x0, fun, ())
+    assert jm._outline(False, x0, rosen, ())
+    assert not jm._outline(True, x0, rosen, ())  # inside a caller's trace
+    assert not jm._outline(False, jnp.zeros(5000), rosen, ())  # past _MID elements
+    # verbose printing is a callback: the loop's own check refuses it (the profile stays)
+    jopt.minimize(lambda x: rosen(x), x0, verbose=100)
+    run, config = _last_program()
+    assert config.outline
+    tols = jm._device_tolerances(1e-6, 0.0, 0.0, np.dtype(np.float64))
+    assert _ours_in(run.lower(x0, (), *tols, jm._no_limit()).compile().as_text()) == 0
+    # inside a caller's jit or vmap nothing is outlined by jopt
+    text = jax.jit(lambda x: jopt.minimize(rosen, x).x).lower(x0).compile().as_text()
+    assert _ours_in(text) == 0
+    text = jax.jit(jax.vmap(lambda x: jopt.minimize(rosen, x).x)).lower(
+        jnp.stack([x0, -x0])).compile().as_text()
+    assert _ours_in(text) == 0
+
+
+def test_outlinable_screens_jaxprs():
+    def loop_of(f, *shapes):
+        return jax.make_jaxpr(lambda *xs: jax.lax.fori_loop(0, 3, lambda i, v: f(v), xs[0]))(
+            *[jnp.zeros(s) for s in shapes])
+
+    assert outlinable(loop_of(lambda v: v * 2.0 + jnp.sum(v), (8,)))
+    assert not outlinable(loop_of(lambda v: jnp.sort(v), (8,)))
+    assert not outlinable(loop_of(lambda v: v.at[jnp.asarray([0, 1])].add(1.0), (8,)))
+    assert not outlinable(loop_of(lambda v: v + jnp.sum(v), (5000,)))  # a 40 KB reduction
+    m = jnp.ones((4, 4))
+    assert not outlinable(loop_of(lambda v: (v @ m) @ m.T, (4, 4)))  # a matrix product
+    assert outlinable(loop_of(lambda v: m @ v, (4,)))  # a matrix-vector product
+    big = jnp.ones(1000)  # 8 KB closed over
+    assert not outlinable(loop_of(lambda v: v + big[:8], (8,)))
+    cb = lambda v: jax.pure_callback(lambda u: u, jax.ShapeDtypeStruct(v.shape, v.dtype), v)  # noqa: E731
+    assert not outlinable(loop_of(cb, (8,)))
+
+
+def test_refused_outline_falls_back_and_is_remembered(monkeypatch):
+    """A loop the screen lets through but XLA:CPU's emitter refuses (here a small MLP's
+    matrix products, which XLA gives to a library fusion) is compiled the usual way."""
+    rng = np.random.default_rng(1)
+    data = jnp.asarray(rng.normal(size=(64, 8)))
+    y = jnp.asarray(np.sin(rng.normal(size=64)))
+
+    def loss(w, data, y):
+        hidden = jnp.tanh(data @ w[:, :16])
+        return jnp.mean((hidden @ w[0, 16:] - y) ** 2) + 1e-3 * jnp.sum(w**2)
+
+    w0 = jnp.asarray(rng.normal(size=(8, 32)) * 0.3)
+    monkeypatch.setattr(jm, "outlinable", lambda closed: True)
+    monkeypatch.setattr(jm, "_objective_outlinable", lambda *a: True)
+    res = jopt.minimize(loss, w0, args=(data, y), maxiter=200)
+    assert not _last_program()[1].outline  # it fell back
+    assert jm._OUTLINE_REFUSED.get(loss, jm._shapes_key(w0, (data, y)))
+    assert not jm._outline(False, w0, loss, (data, y))
+    monkeypatch.undo()
+    ref = jopt.minimize(loss, w0, args=(data, y), maxiter=200)
+    np.testing.assert_allclose(res.x, ref.x, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape, index", [((5,), 0), ((5,), 4), ((4, 3), 2), ((3, 2, 2), 1)])
+def test_set_row_is_at_set(shape, index):
+    rng = np.random.default_rng(sum(shape) + index)
+    a = jnp.asarray(rng.normal(size=shape))
+    v = jnp.asarray(rng.normal(size=shape[1:]))
+    got = jax.jit(set_row)(a, jnp.asarray(index), v)
+    np.testing.assert_array_equal(got, a.at[index].set(v))
+    assert got.dtype == a.dtype
+    a32, v32 = a.astype(jnp.float32), v.astype(jnp.float32)
+    np.testing.assert_array_equal(set_row(a32, index, v32), a32.at[index].set(v32))
