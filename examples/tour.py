@@ -210,7 +210,7 @@ def example_section(name: str) -> Section:
 SECTIONS: list[tuple[str, Section]] = [
     ("First-order optimizers on linear regression", linear_regression_section),
     ("Quasi-Newton solvers: jopt.minimize beside scipy", quasi_newton_section),
-    ("Opt-in: small solver loops as one XLA:CPU kernel", example_section("small_loops")),
+    ("Small solver loops as one XLA:CPU kernel", example_section("small_loops")),
     ("Implicit differentiation: tuning L2 strength by hypergradient", bilevel_section),
     ("Hessian diagnostics and AdaHessian / Sophia on digits", example_section("curvature")),
     ("Hyperparameter sweeps: 64 learning rates × 4 seeds in one program",

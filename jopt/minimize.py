@@ -58,7 +58,12 @@ from jopt.transforms.quasi_newton import (
     nonlinear_cg,
 )
 from jopt.tree import set_row, tree_inf_norm
-from jopt.xla_cpu import outlinable, outlined_call, small_loop_threshold
+from jopt.xla_cpu import (
+    outlinable,
+    outline_solver_loops,
+    outlined_call,
+    small_loop_threshold,
+)
 
 PyTree = Any
 
@@ -1000,11 +1005,15 @@ def _outline(nested: bool, x: PyTree, fun: Callable, args: tuple) -> bool:
     (:func:`_iterate`), transform and ``verbose`` printing (a callback) included; this
     host-side answer, the same for every entry point, picks the compiler options.
 
-    Measured (one core, median of 41 alternating solves, L-BFGS): ROSENBROCK-2 0.57x the
-    time, GULF-3 0.55x, PENALTY1-10 0.59x, EXT_ROSENBROCK-10 0.69x, WATSON-9 0.28x.
+    Measured (one core, median of 41 alternating solves, L-BFGS, outlined / usual):
+    ROSENBROCK-2 0.65x the time, GULF-3 0.59x, PENALTY1-10 0.54x, EXT_ROSENBROCK-10 0.59x,
+    WATSON-9 0.26x, BEALE-2 0.92x; LIARWHD-1000 0.49x, TRIDIA-1000 0.56x, GENROSE-1000
+    0.53x. First calls take ~1.3x as long below n = 1,000 and 0.74x at n = 1,000.
     Results may differ from the usual code in the last bits.
     """
     if nested or jax.default_backend() != "cpu" or _loops_outlined():
+        return False
+    if not outline_solver_loops():
         return False
     leaves = jax.tree.leaves(x)
     if sum(math.prod(np.shape(leaf)) for leaf in leaves) > _MID:

@@ -1,4 +1,6 @@
-"""Opt-in XLA:CPU setting that compiles a small solver loop into one kernel.
+"""XLA:CPU: a small solver loop compiled into one kernel — per program (jopt's default for
+``minimize``'s loop: :func:`outlinable`, :func:`outlined_call`) or process-wide (opt-in:
+:func:`enable_small_loop_kernels`).
 
 XLA:CPU normally runs a compiled ``while_loop`` as a sequence of separate kernels
 ("thunks"), dispatched one by one every iteration. For the loops of ``jopt.minimize`` on
@@ -27,8 +29,15 @@ from __future__ import annotations
 import functools
 import os
 import shlex
+from typing import Any
 
-__all__ = ["enable_small_loop_kernels", "small_loop_flags"]
+__all__ = [
+    "enable_small_loop_kernels",
+    "outlinable",
+    "outline_solver_loops",
+    "outlined_call",
+    "small_loop_flags",
+]
 
 _OPTION = "xla_cpu_small_while_loop_byte_threshold"
 _EXTRA = "--xla_backend_extra_options="
@@ -171,6 +180,30 @@ def enable_small_loop_kernels(max_bytes: int = DEFAULT_MAX_BYTES) -> str:
 #   or when it holds array constants deeper (a jitted function's own constants, array
 #   literals). Data passed in ``args`` are inputs, never constants.
 
+_OUTLINE_ENV = "JOPT_OUTLINE_LOOPS"
+_outline_enabled: bool | None = None  # None: from the environment
+
+
+def outline_solver_loops(enabled: bool | None = None) -> bool:
+    """Turn jopt's per-program loop outlining on or off; returns the setting in effect.
+
+    ``jopt.minimize`` compiles its own loop as one XLA:CPU function when it can (see the
+    module's notes). ``outline_solver_loops(False)`` restores the usual code generation
+    for programs compiled from then on (the default for new processes can be set with
+    the environment variable ``JOPT_OUTLINE_LOOPS=0``); ``None`` only reads the setting.
+    Turn it off to reproduce results bit for bit from before, or if XLA:CPU fails on a
+    loop that :func:`outlinable` let through (please report the objective).
+    """
+    global _outline_enabled
+    if enabled is not None:
+        if not isinstance(enabled, bool):
+            raise TypeError(f"`enabled` must be True, False or None, got {enabled!r}.")
+        _outline_enabled = enabled
+    if _outline_enabled is None:
+        return os.environ.get(_OUTLINE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+    return _outline_enabled
+
+
 _MAX_REDUCED_BYTES = 1 << 15  # 4,096 float64 (n = 10,000's 80 KB became YNNPACK fusions)
 _MAX_CONST_BYTES = 1 << 12  # 4 KiB, 2.3x below the smallest array that aborted
 _DENIED = frozenset({
@@ -240,7 +273,7 @@ def _jaxpr_outlinable(jaxpr, consts) -> bool:
     return True
 
 
-def outlinable(closed_jaxpr) -> bool:
+def outlinable(closed_jaxpr: Any) -> bool:
     """Whether XLA:CPU's single-function emitter can take ``closed_jaxpr`` when its
     top-level constants come in as arguments (:func:`outlined_call` passes them so);
     see the list above. Conservative: ``False`` only costs speed."""
@@ -252,7 +285,7 @@ def outlinable(closed_jaxpr) -> bool:
     return _jaxpr_outlinable(closed_jaxpr.jaxpr, ())
 
 
-def outlined_call(closed_jaxpr, out_tree, live, *args):
+def outlined_call(closed_jaxpr: Any, out_tree: Any, live: Any, *args: Any) -> Any:
     """The computation ``closed_jaxpr`` applied to ``args``, compiled by XLA:CPU as one
     function (one kernel launch, the loop's control flow inside it) instead of one kernel
     per operation; its result as the pytree ``out_tree``.

@@ -203,3 +203,20 @@ def test_set_row_is_at_set(shape, index):
     assert got.dtype == a.dtype
     a32, v32 = a.astype(jnp.float32), v.astype(jnp.float32)
     np.testing.assert_array_equal(set_row(a32, index, v32), a32.at[index].set(v32))
+
+
+def test_switch_turns_outlining_off_and_back(monkeypatch):
+    from jopt import xla_cpu
+
+    x0 = jnp.linspace(-1.0, 1.0, 6)
+    monkeypatch.setattr(xla_cpu, "_outline_enabled", None)
+    monkeypatch.delenv("JOPT_OUTLINE_LOOPS", raising=False)
+    assert xla_cpu.outline_solver_loops() and jm._outline(False, x0, rosen, ())
+    monkeypatch.setenv("JOPT_OUTLINE_LOOPS", "0")
+    assert not xla_cpu.outline_solver_loops() and not jm._outline(False, x0, rosen, ())
+    assert xla_cpu.outline_solver_loops(True) and jm._outline(False, x0, rosen, ())
+    assert not xla_cpu.outline_solver_loops(False)
+    res = jopt.minimize(lambda x: rosen(x), x0)
+    assert not _last_program()[1].outline and int(res.status) == jopt.Status.CONVERGED
+    with pytest.raises(TypeError, match="enabled"):
+        xla_cpu.outline_solver_loops("no")
