@@ -1005,11 +1005,12 @@ def _outline(nested: bool, x: PyTree, fun: Callable, args: tuple) -> bool:
     (:func:`_iterate`), transform and ``verbose`` printing (a callback) included; this
     host-side answer, the same for every entry point, picks the compiler options.
 
-    Measured (one core, median of 41 alternating solves, L-BFGS, outlined / usual):
-    ROSENBROCK-2 0.65x the time, GULF-3 0.59x, PENALTY1-10 0.54x, EXT_ROSENBROCK-10 0.59x,
-    WATSON-9 0.26x, BEALE-2 0.92x; LIARWHD-1000 0.49x, TRIDIA-1000 0.56x, GENROSE-1000
-    0.53x. First calls take ~1.3x as long below n = 1,000 and 0.74x at n = 1,000.
-    Results may differ from the usual code in the last bits.
+    Measured (one core, median of 41 alternating solves, L-BFGS, minimize's whole program
+    as one function / usual): ROSENBROCK-2 0.52x the time, BEALE-2 0.71x, GULF-3 0.53x,
+    PENALTY1-10 0.53x, WATSON-9 0.24x; LIARWHD-1000 0.64x, TRIDIA-1000 0.55x,
+    GENROSE-1000 0.59x; first calls 0.72-0.91x below n = 1,000 and ~0.5x at n = 1,000.
+    (The loop alone as one function: ROSENBROCK-2 0.65x, and first calls ~1.3x below
+    n = 1,000.) Results may differ from the usual code in the last bits.
     """
     if nested or jax.default_backend() != "cpu" or _loops_outlined():
         return False
@@ -1073,9 +1074,9 @@ def _run(config: _RunConfig, tx, x0, args, tol, ftol, xtol,
     if config.outline:
         # The whole program as one XLA:CPU function (evaluation at x0, loop, result), not
         # only the loop: a small solve's fixed cost is its kernel launches too
-        # (ROSENBROCK-2: 0.52x the time of the usual program against ~0.65x with the loop
-        # alone; first calls faster than the usual program's, 0.47 vs 0.83 s). When the
-        # program does not pass the check, the loop alone may still (:func:`_loop`).
+        # (ROSENBROCK-2: 0.52x the time of the usual program, against ~0.65x with the loop
+        # alone; first call 0.43 s, against 0.60 usual and ~0.7 with the loop alone). When
+        # the program does not pass the check, the loop alone may still (:func:`_loop`).
         inner = functools.partial(_run_program, config._replace(outline=False), tx)
         closed, shapes = jax.make_jaxpr(inner, return_shape=True)(x0, args, tol, ftol, xtol,
                                                                    num_steps)
