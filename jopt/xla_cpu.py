@@ -153,17 +153,18 @@ def enable_small_loop_kernels(max_bytes: int = DEFAULT_MAX_BYTES) -> str:
     return wanted
 
 
-# ------------------------------------------------------------ one loop, one kernel
+# ------------------------------------------------- one program or loop, one kernel
 #
 # The same single-function code generation, asked for by one program instead of the whole
 # process. XLA:CPU emits a `call` whose frontend attribute `xla_cpu_small_call` is "true"
 # as one function (ThunkEmitter::EmitCallThunk -> ComputationKernelEmitter; the attribute
 # is what SmallWhileLoopHoistingPass puts on the calls it creates), and its call inliner
-# keeps a call marked `inlineable="false"`. `outlined_call` wraps a loop in such a call.
+# keeps a call marked `inlineable="false"`. `outlined_call` wraps a computation (minimize's
+# whole program, or a loop) in such a call.
 #
 # The legacy emitter behind it cannot emit everything the thunk runtime can, and some
-# failures abort the process (a CHECK in IrEmitter), so a loop is outlined only when its
-# jaxpr passes `outlinable`:
+# failures abort the process (a CHECK in IrEmitter), so a computation is outlined only
+# when its jaxpr passes `outlinable`:
 # * no primitive that lowers to a custom call, scatter, sort, FFT, collective or
 #   infeed/outfeed (the pass's own exclusions; LAPACK linear algebra and callbacks are
 #   custom calls on the CPU);
@@ -296,12 +297,12 @@ def outlined_call(closed_jaxpr: Any, out_tree: Any, live: Any, *args: Any) -> An
     should have an explicit index") on an array the objective closed over, an empty
     array, a state field XLA had folded to a constant (constant buffers), an argument
     the loop never reads, and a loop-invariant field returned as it came in. So the
-    top-level constants of ``closed_jaxpr`` are passed as arguments; every argument
-    passes a select on ``live``, a traced boolean that is always true but that XLA cannot
-    fold, with a distinct fill value each (so that XLA merges none of them); inside, a
-    flag reads every argument and every result is selected on it; empty arrays are made
-    inside the call. The caller checks :func:`outlinable` first; other backends ignore
-    the attributes.
+    top-level constants of ``closed_jaxpr`` are passed as arguments; the arguments go in
+    as one buffer per dtype (raveled and concatenated), selected on ``live``, a traced
+    boolean that is always true but that XLA cannot fold (a distinct fill value per
+    buffer); inside, a flag reads every buffer and every result is selected on it; empty
+    arrays are made inside the call. The caller checks :func:`outlinable` first; other
+    backends ignore the attributes.
     """
     import jax
     import jax.numpy as jnp
