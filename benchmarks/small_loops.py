@@ -5,7 +5,10 @@ for every problem, one child with the setting off and one with it on (their orde
 alternating between rounds), each timing every method on that problem exactly as the
 quasi-Newton suite does (``benchmarks.quasi_newton.run_one``: steady time = median of the
 calls after the first, compile = first call − steady). The setting is process-wide, so the
-JAX peers' loops are compiled the same way as jopt's in the "on" child.
+JAX peers' loops are compiled the same way as jopt's in the "on" child. jopt's own
+per-program outlining (its default since the fifth session of 2026-12-04) is turned off in
+both children (``JOPT_OUTLINE_LOOPS=0``), so "off" stays XLA's usual code generation;
+``examples/small_loops.py`` compares all three.
 
 Usage::
 
@@ -53,6 +56,7 @@ def _child(mode: str, problem: str, methods: list[str]) -> None:
 
 def _run_child(mode: str, problem: str, methods: list[str]) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JOPT_OUTLINE_LOOPS"] = "0"  # the usual code generation on the "off" side
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.small_loops", "--child", mode, "--problems", problem,
          "--methods", ",".join(methods)],
