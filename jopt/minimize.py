@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.extend.core import jaxprs_in_params
 
 from jopt._checks import (
     JoptWarning,
@@ -59,6 +60,7 @@ from jopt.transforms.quasi_newton import (
 )
 from jopt.tree import set_row, tree_inf_norm
 from jopt.xla_cpu import (
+    nbytes,
     outlinable,
     outline_solver_loops,
     outlined_call,
@@ -296,29 +298,12 @@ _OUTLINE_REFUSED = _PerObjective()  # objectives whose outlined loop XLA:CPU ref
 
 def _max_bytes(jaxpr: Any) -> int:
     """The largest value (input, constant, intermediate) in ``jaxpr`` and its sub-jaxprs."""
-    def nbytes(var: Any) -> int:
-        aval = getattr(var, "aval", None)
-        shape, dtype = getattr(aval, "shape", None), getattr(aval, "dtype", None)
-        if shape is None or dtype is None:
-            return 0
-        return math.prod(shape) * np.dtype(dtype).itemsize
-
-    def subjaxprs(value: Any):
-        if hasattr(value, "eqns"):
-            yield value
-        elif hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):
-            yield value.jaxpr
-        elif isinstance(value, (tuple, list)):
-            for item in value:
-                yield from subjaxprs(item)
-
     largest = max((nbytes(v) for v in (*jaxpr.invars, *jaxpr.constvars, *jaxpr.outvars)),
                   default=0)
     for eqn in jaxpr.eqns:
         largest = max([largest, *(nbytes(v) for v in (*eqn.invars, *eqn.outvars))])
-        for param in eqn.params.values():
-            for sub in subjaxprs(param):
-                largest = max(largest, _max_bytes(sub))
+        for sub in jaxprs_in_params(eqn.params):
+            largest = max(largest, _max_bytes(sub))
     return largest
 
 
@@ -693,15 +678,15 @@ def minimize_run(
     _check_run_options(args, tol, ftol, xtol, maxiter, maxfev)
     _check_count("num_steps", num_steps)
     _check_verbose(verbose)
-    config = _Config(fun=fun, maxiter=maxiter, maxfev=maxfev, verbose=verbose,
-                     ftol_on=_test_on(ftol), xtol_on=_test_on(xtol))
     state = jax.tree.map(_strong, state)
     check_float_tree("state.x", state.x)
     dtype = np.result_type(*(leaf.dtype for leaf in jax.tree.leaves(state.x)))
     tol, ftol, xtol = (_strong(t, dtype) for t in (tol, ftol, xtol))
     steps = np.asarray(_NO_LIMIT if num_steps is None else num_steps, np.int32)
     nested = _traced((state, args))
-    config = config._replace(outline=_outline(nested, state.x, fun, args))
+    config = _Config(fun=fun, maxiter=maxiter, maxfev=maxfev, verbose=verbose,
+                     ftol_on=_test_on(ftol), xtol_on=_test_on(xtol),
+                     outline=_outline(nested, state.x, fun, args))
     fixed_args = jax.lax.stop_gradient(args) if nested else args
     _, (state, _) = _call_loop(_compiled_segment, config, tx,
                                (state, fixed_args, tol, ftol, xtol, steps), nested, state.x,
@@ -1082,12 +1067,10 @@ def _run(config: _RunConfig, tx, x0, args, tol, ftol, xtol,
         # (ROSENBROCK-2: 0.52x the time of the usual program, against ~0.65x with the loop
         # alone; first call 0.43 s, against 0.60 usual and ~0.7 with the loop alone). When
         # the program does not pass the check, the loop alone may still (:func:`_loop`).
-        inner = functools.partial(_run_program, config._replace(outline=False), tx)
-        closed, shapes = jax.make_jaxpr(inner, return_shape=True)(x0, args, tol, ftol, xtol,
-                                                                   num_steps)
-        if outlinable(closed):
-            return outlined_call(closed, jax.tree.structure(shapes), tol == tol,
-                                 x0, args, tol, ftol, xtol, num_steps)
+        whole = functools.partial(_run_program, config._replace(outline=False), tx)
+        out = _one_function(whole, tol, x0, args, tol, ftol, xtol, num_steps)
+        if out is not None:
+            return out
     return _run_program(config, tx, x0, args, tol, ftol, xtol, num_steps)
 
 
@@ -1329,13 +1312,19 @@ def _loop(config: _Config, loop: Callable[[SolverState], SolverState],
     """``loop(state)``, compiled as one XLA:CPU function when ``config.outline`` asks and
     the traced loop (objective, transform, line search, printing) passes
     :func:`jopt.xla_cpu.outlinable`; else as usual."""
-    if config.outline:
-        closed, shapes = jax.make_jaxpr(loop, return_shape=True)(state)
-        if outlinable(closed):
-            # (tol == tol: a tolerance is never NaN, and XLA does not fold the
-            # comparison of a floating-point input with itself)
-            return outlined_call(closed, jax.tree.structure(shapes), tol == tol, state)
-    return loop(state)
+    out = _one_function(loop, tol, state) if config.outline else None
+    return loop(state) if out is None else out
+
+
+def _one_function(fn: Callable, tol: jax.Array, *args: Any) -> Any:
+    """``fn(*args)`` as one XLA:CPU function (:func:`jopt.xla_cpu.outlined_call`) if its
+    traced computation passes :func:`jopt.xla_cpu.outlinable`; ``None`` if it does not."""
+    closed, shapes = jax.make_jaxpr(fn, return_shape=True)(*args)
+    if not outlinable(closed):
+        return None
+    # (tol == tol: true, since a tolerance is never NaN, and XLA does not fold the
+    # comparison of a floating-point input with itself)
+    return outlined_call(closed, jax.tree.structure(shapes), tol == tol, *args)
 
 
 _PAUSED = -2  # internal: the step limit of a segment was reached

@@ -32,6 +32,11 @@ import os
 import shlex
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental.xla_metadata import set_xla_metadata
+
 __all__ = [
     "enable_small_loop_kernels",
     "outlinable",
@@ -224,21 +229,18 @@ _REDUCTIONS = frozenset({
 })
 
 
-def _nbytes(value) -> int:
+def nbytes(value: Any) -> int:
+    """Bytes of an array, an abstract value or a jaxpr variable (0 for tokens and the like)."""
     aval = getattr(value, "aval", value)
     shape, dtype = getattr(aval, "shape", None), getattr(aval, "dtype", None)
     if shape is None or dtype is None:
         return 0
-    import numpy as np
-
-    size = 1
-    for dim in shape:
-        size *= int(dim)
-    return size * np.dtype(dtype).itemsize
+    return math.prod(shape) * np.dtype(dtype).itemsize
 
 
 def _sub_jaxprs(value):
-    """(jaxpr, consts) pairs held by an equation parameter."""
+    """(jaxpr, consts) pairs held by an equation parameter (``jax.extend.core.
+    jaxprs_in_params`` drops a closed jaxpr's constants, which this check needs)."""
     if hasattr(value, "eqns"):
         yield value, ()
     elif hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):
@@ -249,8 +251,6 @@ def _sub_jaxprs(value):
 
 
 def _is_scalar_or_traced(const) -> bool:
-    import jax
-
     return isinstance(const, jax.core.Tracer) or len(getattr(const, "shape", ())) == 0
 
 
@@ -262,7 +262,7 @@ def _jaxpr_outlinable(jaxpr, consts) -> bool:
         name = eqn.primitive.name
         if name in _DENIED or "scatter" in name or "callback" in name:
             return False
-        if name in _REDUCTIONS and any(_nbytes(v) > _MAX_REDUCED_BYTES for v in eqn.invars):
+        if name in _REDUCTIONS and any(nbytes(v) > _MAX_REDUCED_BYTES for v in eqn.invars):
             return False
         if name == "dot_general" and len(getattr(eqn.outvars[0].aval, "shape", ())) >= 2:
             return False  # a matrix product: XLA:CPU may give it to a library fusion
@@ -279,9 +279,7 @@ def outlinable(closed_jaxpr: Any) -> bool:
     """Whether XLA:CPU's single-function emitter can take ``closed_jaxpr`` when its
     top-level constants come in as arguments (:func:`outlined_call` passes them so);
     see the list above. Conservative: ``False`` only costs speed."""
-    import jax
-
-    if any(not isinstance(c, jax.core.Tracer) and _nbytes(c) > _MAX_CONST_BYTES
+    if any(not isinstance(c, jax.core.Tracer) and nbytes(c) > _MAX_CONST_BYTES
            for c in closed_jaxpr.consts):
         return False
     return _jaxpr_outlinable(closed_jaxpr.jaxpr, ())
@@ -304,9 +302,6 @@ def outlined_call(closed_jaxpr: Any, out_tree: Any, live: Any, *args: Any) -> An
     arrays are made inside the call. The caller checks :func:`outlinable` first; other
     backends ignore the attributes.
     """
-    import jax
-    import jax.numpy as jnp
-
     leaves = [*closed_jaxpr.consts, *jax.tree.leaves(args)]
     shapes = [jax.ShapeDtypeStruct(jnp.shape(leaf), jnp.result_type(leaf)) for leaf in leaves]
     # One buffer per dtype: the leaves raveled, concatenated and selected on `live` (one
@@ -320,8 +315,6 @@ def outlined_call(closed_jaxpr: Any, out_tree: Any, live: Any, *args: Any) -> An
                         jnp.asarray(k + 1, dt))
               for k, dt in enumerate(dtypes)]
     nconsts = len(closed_jaxpr.consts)
-
-    from jax.experimental.xla_metadata import set_xla_metadata
 
     def run(live, packed):
         offsets = dict.fromkeys(dtypes, 0)
