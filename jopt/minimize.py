@@ -60,6 +60,7 @@ from jopt.transforms.quasi_newton import (
 )
 from jopt.tree import set_row, tree_inf_norm
 from jopt.xla_cpu import (
+    LIBRARY_FUSIONS_OFF,
     nbytes,
     outlinable,
     outline_solver_loops,
@@ -246,7 +247,8 @@ def _objective_facts(fun: Callable, x: PyTree, args: tuple) -> tuple[bool, bool]
         return facts
     try:
         closed = jax.make_jaxpr(jax.value_and_grad(fun))(x, *args)
-        facts = (_max_bytes(closed.jaxpr) <= _INLINE_BYTES, outlinable(closed))
+        facts = (_max_bytes(closed.jaxpr) <= _INLINE_BYTES,
+                 outlinable(closed, library_fusions=False))
     except Exception:
         facts = (False, False)
     _OBJECTIVE_FACTS.set(fun, shapes, facts)
@@ -558,7 +560,7 @@ def minimize(
                         history_size=_history_size(history, history_size, maxiter),
                         verbose=verbose, ftol_on=_test_on(ftol), xtol_on=_test_on(xtol),
                         packed=not nested and jax.default_backend() == "cpu",
-                        outline=_outline(nested, x0, fun, args))
+                        outline=_outline(nested, x0, fun, args, verbose))
     # Strongly-typed inputs: a weakly-typed x0 (e.g. from jnp.full(n, 0.0)) or a Python
     # tolerance must hit the same compiled loop as an ordinary array.
     # (Host-side numpy conversions: an eager JAX op per argument would cost more than a
@@ -686,7 +688,7 @@ def minimize_run(
     nested = _traced((state, args))
     config = _Config(fun=fun, maxiter=maxiter, maxfev=maxfev, verbose=verbose,
                      ftol_on=_test_on(ftol), xtol_on=_test_on(xtol),
-                     outline=_outline(nested, state.x, fun, args))
+                     outline=_outline(nested, state.x, fun, args, verbose))
     fixed_args = jax.lax.stop_gradient(args) if nested else args
     _, (state, _) = _call_loop(_compiled_segment, config, tx,
                                (state, fixed_args, tol, ftol, xtol, steps), nested, state.x,
@@ -931,16 +933,28 @@ def _test_on(value: Any) -> bool:
 # problems keep it. Compile times are the same within noise at both levels.
 _CPU_VECTOR_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True,
                        "xla_cpu_prefer_vector_width": 512}
-_COMPILER_OPTIONS = {
-    "cpu-small": {"xla_backend_optimization_level": 1,
+_SMALL_OPTIONS = {"xla_backend_optimization_level": 1,
                   "xla_llvm_disable_expensive_passes": True,
                   "xla_cpu_use_fusion_emitters": False,
-                  "xla_cpu_copy_insertion_use_region_analysis": True},
+                  "xla_cpu_copy_insertion_use_region_analysis": True}
+_COMPILER_OPTIONS = {
+    "cpu-small": _SMALL_OPTIONS,
+    # A program compiled as one function (`_outline`) is emitted by XLA's legacy emitter
+    # whatever the options, so the small-problem options serve it at every size; without
+    # YNNPACK fusions its large reductions stay emittable (see jopt.xla_cpu.outlinable).
+    "cpu-outlined": {**_SMALL_OPTIONS, **LIBRARY_FUSIONS_OFF},
     "cpu-mid": {**_CPU_VECTOR_OPTIONS, "xla_backend_optimization_level": 1},
     "cpu": _CPU_VECTOR_OPTIONS,
 }
 _SMALL = 256
 _MID = 4096
+# The largest iterate (bytes) whose program `_outline` compiles as one function. L-BFGS,
+# one function / usual, per iteration: pinned to one core, n = 10,000 0.72-0.81x (SROSENBR,
+# TRIDIA, EDENSCH, FREUROTH, VARDIM; BDQRTIC 0.88x), n = 30,000 0.78-0.82x, n = 100,000
+# 1.00-1.04x; on both cores, n = 30,000 0.68-0.75x, n = 50,000 0.48-0.73x, n = 100,000
+# 1.13-1.27x, where the usual program's large kernels use the second core. First calls
+# ~0.55x at n = 10,000. Hence 32,768 float64 elements, below the crossover.
+_OUTLINE_MAX_BYTES = 256 << 10
 # An L-BFGS loop body at _MID float64 elements touches ~2 MB (TRIDIA-1000's is outlined
 # from a 1e6-byte threshold on, not at 1e5).
 _OUTLINED_MIN_BYTES = 4 << 20
@@ -960,8 +974,10 @@ def _profile(nested: bool, x: PyTree, batched: bool = False,
     backend = jax.default_backend()
     if backend != "cpu":
         return backend
+    if outline:
+        return "cpu-outlined"
     size = sum(math.prod(np.shape(leaf)) for leaf in jax.tree.leaves(x))
-    if size <= _SMALL or (size <= _MID and (outline or (not batched and _loops_outlined()))):
+    if size <= _SMALL or (size <= _MID and not batched and _loops_outlined()):
         return "cpu-small"
     return "cpu-mid" if size <= _MID else "cpu"
 
@@ -982,32 +998,35 @@ def _loops_outlined() -> bool:
     return threshold is not None and threshold >= _OUTLINED_MIN_BYTES
 
 
-def _outline(nested: bool, x: PyTree, fun: Callable, args: tuple) -> bool:
+def _outline(nested: bool, x: PyTree, fun: Callable, args: tuple, verbose: int = 0) -> bool:
     """Whether to compile the solver loop as one XLA:CPU function
     (:func:`jopt.xla_cpu.outlined_call`): what ``jopt.enable_small_loop_kernels`` does for
     every loop of a process, asked for by this program alone.
 
     Only for programs jopt compiles itself (not inside a caller's ``jit``/``vmap``, whose
     batch sizes or backend are not known here), on the CPU, without the process-wide
-    setting (which outlines the loop already), up to ``_MID`` elements (larger loops gain
-    nothing: their time is in the vector work), and for an objective that passes
-    :func:`jopt.xla_cpu.outlinable`. The loop itself is checked when traced
-    (:func:`_iterate`), transform and ``verbose`` printing (a callback) included; this
-    host-side answer, the same for every entry point, picks the compiler options.
+    setting (which outlines the loop already), without ``verbose`` printing (a callback),
+    for iterates up to ``_OUTLINE_MAX_BYTES`` (256 KiB: 32,768 float64 elements; beyond,
+    the usual program's kernels can use more cores), and for an objective that passes
+    :func:`jopt.xla_cpu.outlinable`. The program compiles without YNNPACK fusions
+    (``"cpu-outlined"`` options), so reductions of any size pass the check. The loop
+    itself is checked when traced (:func:`_loop`), transform included; this host-side
+    answer, the same for every entry point, picks the compiler options.
 
     Measured (one core, median of 41 alternating solves, L-BFGS, minimize's whole program
     as one function / usual): ROSENBROCK-2 0.52x the time, BEALE-2 0.71x, GULF-3 0.53x,
     PENALTY1-10 0.53x, WATSON-9 0.24x; LIARWHD-1000 0.64x, TRIDIA-1000 0.55x,
     GENROSE-1000 0.59x; first calls 0.72-0.91x below n = 1,000 and ~0.5x at n = 1,000.
+    At n = 10,000, per iteration, 0.72-0.88x (see ``_OUTLINE_MAX_BYTES``).
     (The loop alone as one function: ROSENBROCK-2 0.65x, and first calls ~1.3x below
     n = 1,000.) Results may differ from the usual code in the last bits.
     """
-    if nested or jax.default_backend() != "cpu" or _loops_outlined():
-        return False
+    if nested or verbose or jax.default_backend() != "cpu" or _loops_outlined():
+        return False  # (printing is a callback, which the emitter cannot take)
     if not outline_solver_loops():
         return False
     leaves = jax.tree.leaves(x)
-    if sum(math.prod(np.shape(leaf)) for leaf in leaves) > _MID:
+    if sum(nbytes(leaf) for leaf in leaves) > _OUTLINE_MAX_BYTES:
         return False
     if any(len(getattr(getattr(leaf, "sharding", None), "device_set", ())) > 1
            for leaf in leaves):
@@ -1320,7 +1339,7 @@ def _one_function(fn: Callable, tol: jax.Array, *args: Any) -> Any:
     """``fn(*args)`` as one XLA:CPU function (:func:`jopt.xla_cpu.outlined_call`) if its
     traced computation passes :func:`jopt.xla_cpu.outlinable`; ``None`` if it does not."""
     closed, shapes = jax.make_jaxpr(fn, return_shape=True)(*args)
-    if not outlinable(closed):
+    if not outlinable(closed, library_fusions=False):  # compiled with "cpu-outlined"
         return None
     # (tol == tol: true, since a tolerance is never NaN, and XLA does not fold the
     # comparison of a floating-point input with itself)

@@ -38,6 +38,7 @@ import numpy as np
 from jax.experimental.xla_metadata import set_xla_metadata
 
 __all__ = [
+    "LIBRARY_FUSIONS_OFF",
     "enable_small_loop_kernels",
     "outlinable",
     "outline_solver_loops",
@@ -177,7 +178,10 @@ def enable_small_loop_kernels(max_bytes: int = DEFAULT_MAX_BYTES) -> str:
 #   (a product with a result of rank >= 2): XLA:CPU gives those to YNNPACK "custom"
 #   fusions, which the legacy emitter refuses ("Fusion kind not implemented on CPU": at
 #   n = 10,000, and for a small MLP's matrix products). Such refusals are errors at
-#   compile time, so jopt.minimize also retries without outlining when one occurs;
+#   compile time, so jopt.minimize also retries without outlining when one occurs.
+#   A program compiled with `LIBRARY_FUSIONS_OFF` among its compiler options gets no
+#   YNNPACK fusions, so there the size limit is lifted (`library_fusions=False`);
+#   matrix products stay refused;
 # * array constants: the emitter aborted (IrEmitter::EmitGlobalBufferPointer, "All or
 #   none of the slices should have an explicit index") on a loop whose objective used a
 #   closed-over 3 x 3 matrix in a product, and, even with the arrays passed to the call as
@@ -212,6 +216,10 @@ def outline_solver_loops(enabled: bool | None = None) -> bool:
 
 
 _MAX_REDUCED_BYTES = 1 << 15  # 4,096 float64 (n = 10,000's 80 KB became YNNPACK fusions)
+# Compiler options (``jax.jit(..., compiler_options=...)``) that keep XLA:CPU from forming
+# YNNPACK fusions in a program, so its large reductions stay plain HLO that the
+# single-function emitter can take (see `outlinable`'s ``library_fusions``).
+LIBRARY_FUSIONS_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
 _MAX_CONST_BYTES = 1 << 12  # 4 KiB, 2.3x below the smallest array that aborted
 _DENIED = frozenset({
     "sort", "top_k", "approx_top_k", "fft", "rng_bit_generator", "infeed", "outfeed",
@@ -254,7 +262,7 @@ def _is_scalar_or_traced(const) -> bool:
     return isinstance(const, jax.core.Tracer) or len(getattr(const, "shape", ())) == 0
 
 
-def _jaxpr_outlinable(jaxpr, consts) -> bool:
+def _jaxpr_outlinable(jaxpr, consts, max_reduced: float) -> bool:
     """``jaxpr`` (whose concrete ``consts`` would be embedded as constants) passes."""
     if not all(_is_scalar_or_traced(c) for c in consts):
         return False
@@ -262,7 +270,7 @@ def _jaxpr_outlinable(jaxpr, consts) -> bool:
         name = eqn.primitive.name
         if name in _DENIED or "scatter" in name or "callback" in name:
             return False
-        if name in _REDUCTIONS and any(nbytes(v) > _MAX_REDUCED_BYTES for v in eqn.invars):
+        if name in _REDUCTIONS and any(nbytes(v) > max_reduced for v in eqn.invars):
             return False
         if name == "dot_general" and len(getattr(eqn.outvars[0].aval, "shape", ())) >= 2:
             return False  # a matrix product: XLA:CPU may give it to a library fusion
@@ -270,19 +278,27 @@ def _jaxpr_outlinable(jaxpr, consts) -> bool:
             return False  # an array literal, embedded as a constant
         for param in eqn.params.values():
             for sub, sub_consts in _sub_jaxprs(param):
-                if not _jaxpr_outlinable(sub, sub_consts):
+                if not _jaxpr_outlinable(sub, sub_consts, max_reduced):
                     return False
     return True
 
 
-def outlinable(closed_jaxpr: Any) -> bool:
+def outlinable(closed_jaxpr: Any, *, library_fusions: bool = True) -> bool:
     """Whether XLA:CPU's single-function emitter can take ``closed_jaxpr`` when its
     top-level constants come in as arguments (:func:`outlined_call` passes them so);
-    see the list above. Conservative: ``False`` only costs speed."""
+    see the list above. Conservative: ``False`` only costs speed.
+
+    ``library_fusions``: whether the program is compiled with XLA:CPU's YNNPACK fusions
+    (the default). Pass ``False`` for a program compiled with
+    ``compiler_options=LIBRARY_FUSIONS_OFF``: its reductions may then be of any size.
+    """
+    if not isinstance(library_fusions, bool):
+        raise TypeError(f"`library_fusions` must be True or False, got {library_fusions!r}.")
     if any(not isinstance(c, jax.core.Tracer) and nbytes(c) > _MAX_CONST_BYTES
            for c in closed_jaxpr.consts):
         return False
-    return _jaxpr_outlinable(closed_jaxpr.jaxpr, ())
+    max_reduced = _MAX_REDUCED_BYTES if library_fusions else math.inf
+    return _jaxpr_outlinable(closed_jaxpr.jaxpr, (), max_reduced)
 
 
 def outlined_call(closed_jaxpr: Any, out_tree: Any, live: Any, *args: Any) -> Any:

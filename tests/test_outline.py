@@ -87,6 +87,32 @@ def test_outlined_and_usual_loops_solve_alike(method, monkeypatch):
     assert abs(float(on.fun) - float(off.fun)) <= 1e-12
 
 
+def test_mid_size_solve_is_one_function_without_library_fusions(monkeypatch):
+    """n = 10,000: reductions of 80 KB, which XLA:CPU gives to YNNPACK fusions (refused by
+    the single-function emitter) unless the program's options turn those off, as
+    minimize's "cpu-outlined" options do. Outlined and usual programs solve alike."""
+    n = 10_000
+
+    def fun(x):  # SROSENBR plus a full-length (80 KB) reduction; minimizer: all ones
+        return (jnp.sum(100.0 * (x[1::2] - x[::2] ** 2) ** 2 + (1.0 - x[::2]) ** 2)
+                + 1e-3 * jnp.sum((x - 1.0) ** 2))
+
+    x0 = jnp.asarray(np.tile([-1.2, 1.0], n // 2))
+    on = _solve(fun, x0, True, monkeypatch)
+    run, config = _last_program()
+    assert config.outline
+    assert jm._COMPILER_OPTIONS["cpu-outlined"]["xla_cpu_experimental_ynn_fusion_type"] == ""
+    tols = jm._device_tolerances(1e-6, 0.0, 0.0, np.dtype(np.float64))
+    assert _ours_in(run.lower(x0, (), *tols, jm._no_limit()).compile().as_text()) == 1
+    assert not jm._OUTLINE_REFUSED.get(fun, jm._shapes_key(x0, ()))
+    off = _solve(fun, x0, False, monkeypatch)
+    for r in (on, off):
+        assert int(r.status) == jopt.Status.CONVERGED, r.message
+        assert float(jnp.max(jnp.abs(jax.grad(fun)(r.x)))) <= 1e-6
+    np.testing.assert_allclose(on.x, np.ones(n), atol=1e-5)
+    np.testing.assert_allclose(on.x, off.x, atol=1e-6)
+
+
 # Each of these once aborted the process in XLA's emitter (a CHECK failure): a closed-over
 # matrix in a product, loop-invariant fields (no line search), an empty state leaf (the
 # CG chain), a closed-over array of 10 KB, history buffers, counters.
@@ -137,11 +163,15 @@ def test_not_outlined_where_the_emitter_cannot_go(monkeypatch):
         assert not jm._outline(False, x0, fun, ())
     assert jm._outline(False, x0, rosen, ())
     assert not jm._outline(True, x0, rosen, ())  # inside a caller's trace
-    assert not jm._outline(False, jnp.zeros(5000), rosen, ())  # past _MID elements
-    # verbose printing is a callback: the loop's own check refuses it (the profile stays)
+    assert jm._outline(False, jnp.zeros(32_768), rosen, ())  # 256 KiB: the largest
+    assert not jm._outline(False, jnp.zeros(32_769), rosen, ())
+    assert jm._outline(False, jnp.zeros(65_536, jnp.float32), rosen, ())  # bytes count
+    # verbose printing is a callback: not outlined, and the program keeps the usual options
+    assert not jm._outline(False, x0, rosen, (), 100)
     jopt.minimize(lambda x: rosen(x), x0, verbose=100)
     run, config = _last_program()
-    assert config.outline
+    assert not config.outline
+    assert jm._profile(False, x0, outline=config.outline) == "cpu-small"
     tols = jm._device_tolerances(1e-6, 0.0, 0.0, np.dtype(np.float64))
     assert _ours_in(run.lower(x0, (), *tols, jm._no_limit()).compile().as_text()) == 0
     # inside a caller's jit or vmap nothing is outlined by jopt
@@ -161,8 +191,13 @@ def test_outlinable_screens_jaxprs():
     assert not outlinable(loop_of(lambda v: jnp.sort(v), (8,)))
     assert not outlinable(loop_of(lambda v: v.at[jnp.asarray([0, 1])].add(1.0), (8,)))
     assert not outlinable(loop_of(lambda v: v + jnp.sum(v), (5000,)))  # a 40 KB reduction
+    # ... which a program compiled without YNNPACK fusions can take
+    assert outlinable(loop_of(lambda v: v + jnp.sum(v), (5000,)), library_fusions=False)
     m = jnp.ones((4, 4))
     assert not outlinable(loop_of(lambda v: (v @ m) @ m.T, (4, 4)))  # a matrix product
+    assert not outlinable(loop_of(lambda v: (v @ m) @ m.T, (4, 4)), library_fusions=False)
+    with pytest.raises(TypeError, match="library_fusions"):
+        outlinable(loop_of(lambda v: v, (4,)), library_fusions=1)
     assert outlinable(loop_of(lambda v: m @ v, (4,)))  # a matrix-vector product
     big = jnp.ones(1000)  # 8 KB closed over
     assert not outlinable(loop_of(lambda v: v + big[:8], (8,)))
@@ -172,7 +207,8 @@ def test_outlinable_screens_jaxprs():
 
 def test_refused_outline_falls_back_and_is_remembered(monkeypatch):
     """A loop the screen lets through but XLA:CPU's emitter refuses (here a small MLP's
-    matrix products, which XLA gives to a library fusion) is compiled the usual way."""
+    matrix products, which XLA gives to a library fusion when the program's options allow
+    those, as minimize's own "cpu-outlined" options do not) is compiled the usual way."""
     rng = np.random.default_rng(1)
     data = jnp.asarray(rng.normal(size=(64, 8)))
     y = jnp.asarray(np.sin(rng.normal(size=64)))
@@ -182,8 +218,11 @@ def test_refused_outline_falls_back_and_is_remembered(monkeypatch):
         return jnp.mean((hidden @ w[0, 16:] - y) ** 2) + 1e-3 * jnp.sum(w**2)
 
     w0 = jnp.asarray(rng.normal(size=(8, 32)) * 0.3)
-    monkeypatch.setattr(jm, "outlinable", lambda closed: True)
+    monkeypatch.setattr(jm, "outlinable", lambda closed, **kw: True)
     monkeypatch.setattr(jm, "_objective_outlinable", lambda *a: True)
+    # library fusions on: the options the program had before "cpu-outlined" existed
+    monkeypatch.setattr(jm, "_profile", lambda nested, x, batched=False, outline=False:
+                        None if nested else "cpu-small")
     res = jopt.minimize(loss, w0, args=(data, y), maxiter=200)
     assert not _last_program()[1].outline  # it fell back
     assert jm._OUTLINE_REFUSED.get(loss, jm._shapes_key(w0, (data, y)))

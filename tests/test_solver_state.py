@@ -185,8 +185,11 @@ def test_pieces_are_compiled_once_for_new_values():
         traces.append(1)
         return jnp.sum(scale * (x - 1.0) ** 2) + jnp.sum(x**4)
 
-    # The jitted programs of this problem's options profile (3 elements: not the default's).
-    backend = _minimize_module._profile(False, jnp.zeros(3))
+    # The jitted programs of this problem's options profile (3 elements: not the default's;
+    # "cpu-outlined" on the CPU, where the program is compiled as one function).
+    x = jnp.zeros(3)
+    backend = _minimize_module._profile(
+        False, x, outline=_minimize_module._outline(False, x, f, (3.0,)))
     jitted = [_minimize_module._compiled_init(backend),
               _minimize_module._compiled_segment(backend),
               _minimize_module._compiled_loop(backend)]
