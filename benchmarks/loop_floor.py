@@ -135,7 +135,7 @@ def bare_lbfgs(fun, x0, memory: int, iters: int):
 
 
 def bare_lbfgs_wolfe(fun, x0, memory: int = 10, tol: float = 1e-6, maxiter: int = 10_000,
-                     c1: float = 1e-4, c2: float = 0.9):
+                     c1: float = 1e-4, c2: float = 0.9, outline: bool = False):
     """The smallest complete L-BFGS with a strong-Wolfe line search: one ``while_loop``
     whose step makes one ``value_and_grad`` at a trial point and then does arithmetic on
     it — the bracketing and zoom of Nocedal & Wright Alg. 3.5/3.6 with jopt's safeguarded
@@ -150,8 +150,15 @@ def bare_lbfgs_wolfe(fun, x0, memory: int = 10, tol: float = 1e-6, maxiter: int 
     required work, and nothing else, cannot be compiled faster by a driver with more.
 
     Returns ``x0 -> (x, f, nit, nfev, status)``, compiled with ``jopt.minimize``'s options.
+    ``outline=True``: the program as one XLA:CPU function, as ``jopt.minimize`` compiles
+    its own on the CPU (:func:`jopt.xla_cpu.outlined_call`, the ``"cpu-outlined"``
+    options; row writes as dynamic-update-slices, which that emitter takes).
     """
     from jopt.linesearch import _cubic_minimizer, _extrapolation_trial, _zoom_trial
+    from jopt.tree import set_row
+
+    def put(a, i, v):
+        return set_row(a, i, v) if outline else a.at[i].set(v)
 
     vg = jax.value_and_grad(fun)
     n = int(jnp.size(x0))
@@ -161,7 +168,7 @@ def bare_lbfgs_wolfe(fun, x0, memory: int = 10, tol: float = 1e-6, maxiter: int 
             q, alphas = carry
             k = (head - 1 - j) % memory
             a = jnp.where(j < count, rho[k] * jnp.vdot(s_h[k], q), 0.0)
-            return q - a * y_h[k], alphas.at[j].set(a)
+            return q - a * y_h[k], put(alphas, j, a)
 
         q, alphas = jax.lax.fori_loop(0, memory, newest_first,
                                       (g, jnp.zeros(memory, g.dtype)))
@@ -174,8 +181,7 @@ def bare_lbfgs_wolfe(fun, x0, memory: int = 10, tol: float = 1e-6, maxiter: int 
 
         return -jax.lax.fori_loop(0, memory, oldest_first, gamma * q)
 
-    @_floor_jit(n)
-    def run(x):
+    def solve(x):
         dt = x.dtype
         f, g = vg(x)
         d = -g
@@ -224,9 +230,9 @@ def bare_lbfgs_wolfe(fun, x0, memory: int = 10, tol: float = 1e-6, maxiter: int 
             sy, yy, ss = jnp.vdot(step, dy), jnp.vdot(dy, dy), jnp.vdot(step, step)
             store = accept & (sy > 1e-10 * jnp.sqrt(ss * yy))
             head = s["head"]
-            s_h = jnp.where(store, s["s_h"].at[head].set(step), s["s_h"])
-            y_h = jnp.where(store, s["y_h"].at[head].set(dy), s["y_h"])
-            rho = jnp.where(store, s["rho"].at[head].set(1.0 / sy), s["rho"])
+            s_h = jnp.where(store, put(s["s_h"], head, step), s["s_h"])
+            y_h = jnp.where(store, put(s["y_h"], head, dy), s["y_h"])
+            rho = jnp.where(store, put(s["rho"], head, 1.0 / sy), s["rho"])
             head = jnp.where(store, (head + 1) % memory, head)
             count = jnp.where(store, jnp.minimum(s["count"] + 1, memory), s["count"])
             gamma = jnp.where(count > 0, sy / yy, 1.0 / jnp.linalg.norm(g_t))
@@ -250,6 +256,18 @@ def bare_lbfgs_wolfe(fun, x0, memory: int = 10, tol: float = 1e-6, maxiter: int 
 
         out = jax.lax.while_loop(lambda s: s["status"] < 0, body, init)
         return out["x"], out["f"], out["it"], out["nfev"], out["status"]
+
+    if not outline:
+        return _floor_jit(n)(solve)
+    from jopt.minimize import _COMPILER_OPTIONS
+    from jopt.xla_cpu import outlinable, outlined_call
+
+    @functools.partial(jax.jit, compiler_options=_COMPILER_OPTIONS["cpu-outlined"])
+    def run(x):
+        closed, shapes = jax.make_jaxpr(solve, return_shape=True)(x)
+        if not outlinable(closed, library_fusions=False):
+            raise ValueError("this objective cannot be outlined")
+        return outlined_call(closed, jax.tree.structure(shapes), x[0] == x[0], x)
 
     return run
 

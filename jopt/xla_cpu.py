@@ -1,5 +1,6 @@
-"""XLA:CPU: a small solver loop compiled into one kernel — per program (jopt's default for
-``minimize``'s loop: :func:`outlinable`, :func:`outlined_call`) or process-wide (opt-in:
+"""XLA:CPU: a solver loop compiled into one kernel — per program (jopt's default for
+``minimize``'s program up to 256 KiB iterates: :func:`outlinable`, :func:`outlined_call`,
+compiled with :data:`LIBRARY_FUSIONS_OFF`) or process-wide for small loops (opt-in:
 :func:`enable_small_loop_kernels`).
 
 XLA:CPU normally runs a compiled ``while_loop`` as a sequence of separate kernels

@@ -19,10 +19,13 @@ NAMES = ["ROSENBROCK-2", "BEALE-2", "GULF-3", "WOOD-4", "WATSON-9", "TRIDIA-100"
          "LIARWHD-100"]
 
 
+@pytest.mark.parametrize("outline", [False, True])
 @pytest.mark.parametrize("name", NAMES)
-def test_wolfe_floor_solves_like_scipy(name):
+def test_wolfe_floor_solves_like_scipy(name, outline):
+    if outline and jax.default_backend() != "cpu":
+        pytest.skip("one XLA:CPU function: a CPU code-generation choice")
     p = PROBLEMS[name]
-    x, f, nit, nfev, status = bare_lbfgs_wolfe(p.fun, p.x0)(jnp.asarray(p.x0))
+    x, f, nit, nfev, status = bare_lbfgs_wolfe(p.fun, p.x0, outline=outline)(jnp.asarray(p.x0))
     assert int(status) == 0 and int(nfev) >= int(nit) >= 1
     assert float(jnp.max(jnp.abs(jax.grad(p.fun)(x)))) <= 1e-6
     ref = scipy.optimize.minimize(
