@@ -39,6 +39,7 @@ QUICK: list[tuple[str, list[str]]] = [
     ("sweep", ["--repeats", "5", "--no-wait"]),
     ("minimize_many", ["--repeats", "1", "--segments", "16", "--loop-subset", "64"]),
     ("many_objectives", ["--count", "20", "--every", "10"]),
+    ("outline_ab", ["--rounds", "1", "--problems", "ROSENBROCK-2,SROSENBR-10000"]),
 ]
 
 
