@@ -259,13 +259,13 @@ def bare_lbfgs_wolfe(fun, x0, memory: int = 10, tol: float = 1e-6, maxiter: int 
 
     if not outline:
         return _floor_jit(n)(solve)
-    from jopt.minimize import _COMPILER_OPTIONS
+    from jopt.minimize import _compiler_options, _library_fusions
     from jopt.xla_cpu import outlinable, outlined_call
 
-    @functools.partial(jax.jit, compiler_options=_COMPILER_OPTIONS["cpu-outlined"])
+    @functools.partial(jax.jit, compiler_options=_compiler_options("cpu-outlined"))
     def run(x):
         closed, shapes = jax.make_jaxpr(solve, return_shape=True)(x)
-        if not outlinable(closed, library_fusions=False):
+        if not outlinable(closed, library_fusions=_library_fusions()):
             raise ValueError("this objective cannot be outlined")
         return outlined_call(closed, jax.tree.structure(shapes), x[0] == x[0], x)
 

@@ -49,13 +49,13 @@ import optax
 from jopt._checks import check_float_tree
 from jopt._programs import BoundedJit
 from jopt.minimize import (
-    _COMPILER_OPTIONS,
     MinimizeResult,
     SolverState,
     Status,
     _check_args,
     _check_count,
     _check_run_options,
+    _compiler_options,
     _Config,
     _continue,
     _history_size,
@@ -309,10 +309,10 @@ def _segment_many(config: _Config, tx, axes: tuple, states: SolverState, idx: ja
 
 @functools.cache
 def _compiled_init(profile: str | None) -> Callable:
-    return BoundedJit(_batched_init, 3, compiler_options=_COMPILER_OPTIONS.get(profile))
+    return BoundedJit(_batched_init, 3, compiler_options=_compiler_options(profile))
 
 
 @functools.cache
 def _compiled_segment(profile: str | None) -> Callable:
     return BoundedJit(_segment_many, 3, donate_argnums=(3,),
-                      compiler_options=_COMPILER_OPTIONS.get(profile))
+                      compiler_options=_compiler_options(profile))

@@ -61,6 +61,7 @@ from jopt.transforms.quasi_newton import (
 from jopt.tree import set_row, tree_inf_norm
 from jopt.xla_cpu import (
     LIBRARY_FUSIONS_OFF,
+    library_fusions_can_be_turned_off,
     nbytes,
     outlinable,
     outline_solver_loops,
@@ -248,7 +249,7 @@ def _objective_facts(fun: Callable, x: PyTree, args: tuple) -> tuple[bool, bool]
     try:
         closed = jax.make_jaxpr(jax.value_and_grad(fun))(x, *args)
         facts = (_max_bytes(closed.jaxpr) <= _INLINE_BYTES,
-                 outlinable(closed, library_fusions=False))
+                 outlinable(closed, library_fusions=_library_fusions()))
     except Exception:
         facts = (False, False)
     _OBJECTIVE_FACTS.set(fun, shapes, facts)
@@ -942,7 +943,8 @@ _COMPILER_OPTIONS = {
     "cpu-small": _SMALL_OPTIONS,
     # A program compiled as one function (`_outline`) is emitted by XLA's legacy emitter
     # whatever the options, so the small-problem options serve it at every size; without
-    # YNNPACK fusions its large reductions stay emittable (see jopt.xla_cpu.outlinable).
+    # YNNPACK fusions its large reductions stay emittable (see jopt.xla_cpu.outlinable;
+    # `_compiler_options` drops that option where this XLA does not know it).
     "cpu-outlined": {**_SMALL_OPTIONS, **LIBRARY_FUSIONS_OFF},
     "cpu-mid": {**_CPU_VECTOR_OPTIONS, "xla_backend_optimization_level": 1},
     "cpu": _CPU_VECTOR_OPTIONS,
@@ -1037,8 +1039,22 @@ def _outline(nested: bool, x: PyTree, fun: Callable, args: tuple, verbose: int =
     return _objective_outlinable(fun, x, args)
 
 
+def _compiler_options(profile: str | None) -> dict | None:
+    """The XLA options of ``profile`` (``None``: XLA's defaults)."""
+    options = _COMPILER_OPTIONS.get(profile)
+    if profile == "cpu-outlined" and not library_fusions_can_be_turned_off():
+        options = {k: v for k, v in options.items() if k not in LIBRARY_FUSIONS_OFF}
+    return options
+
+
+def _library_fusions() -> bool:
+    """Whether programs compiled with the "cpu-outlined" options may hold YNNPACK fusions
+    (the ``library_fusions`` argument of :func:`jopt.xla_cpu.outlinable` for them)."""
+    return not library_fusions_can_be_turned_off()
+
+
 def _jit(fn: Callable, profile: str | None) -> Callable:
-    return BoundedJit(fn, 2, compiler_options=_COMPILER_OPTIONS.get(profile))
+    return BoundedJit(fn, 2, compiler_options=_compiler_options(profile))
 
 
 @functools.cache
@@ -1340,7 +1356,7 @@ def _one_function(fn: Callable, tol: jax.Array, *args: Any) -> Any:
     """``fn(*args)`` as one XLA:CPU function (:func:`jopt.xla_cpu.outlined_call`) if its
     traced computation passes :func:`jopt.xla_cpu.outlinable`; ``None`` if it does not."""
     closed, shapes = jax.make_jaxpr(fn, return_shape=True)(*args)
-    if not outlinable(closed, library_fusions=False):  # compiled with "cpu-outlined"
+    if not outlinable(closed, library_fusions=_library_fusions()):  # "cpu-outlined"
         return None
     # (tol == tol: true, since a tolerance is never NaN, and XLA does not fold the
     # comparison of a floating-point input with itself)

@@ -41,6 +41,7 @@ from jax.experimental.xla_metadata import set_xla_metadata
 __all__ = [
     "LIBRARY_FUSIONS_OFF",
     "enable_small_loop_kernels",
+    "library_fusions_can_be_turned_off",
     "outlinable",
     "outline_solver_loops",
     "outlined_call",
@@ -221,6 +222,23 @@ _MAX_REDUCED_BYTES = 1 << 15  # 4,096 float64 (n = 10,000's 80 KB became YNNPACK
 # YNNPACK fusions in a program, so its large reductions stay plain HLO that the
 # single-function emitter can take (see `outlinable`'s ``library_fusions``).
 LIBRARY_FUSIONS_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@functools.cache
+def library_fusions_can_be_turned_off() -> bool:
+    """Whether this jaxlib's XLA:CPU accepts :data:`LIBRARY_FUSIONS_OFF` (an experimental
+    option, which a later XLA may rename or drop; probed once per process by compiling a
+    one-operation program with it, ~10 ms). Without it, programs keep the reduction-size
+    limit of :func:`outlinable`."""
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=LIBRARY_FUSIONS_OFF).lower(
+            jax.ShapeDtypeStruct((), jnp.float32)).compile()
+    except jax.errors.JaxRuntimeError as err:
+        text = str(err).lower()
+        if "compile option" in text or "enum value" in text or "setting option" in text:
+            return False
+        raise
+    return True
 _MAX_CONST_BYTES = 1 << 12  # 4 KiB, 2.3x below the smallest array that aborted
 _DENIED = frozenset({
     "sort", "top_k", "approx_top_k", "fft", "rng_bit_generator", "infeed", "outfeed",

@@ -113,6 +113,27 @@ def test_mid_size_solve_is_one_function_without_library_fusions(monkeypatch):
     np.testing.assert_allclose(on.x, off.x, atol=1e-6)
 
 
+def test_without_the_library_fusion_option_the_size_limit_stays(monkeypatch):
+    """A jaxlib whose XLA does not know LIBRARY_FUSIONS_OFF's (experimental) option: the
+    option is left out of the compile, and outlining keeps the 32 KiB reduction limit, so
+    a 10,000-element solve compiles the usual way while a small one is still outlined."""
+    from jopt import xla_cpu
+
+    assert xla_cpu.library_fusions_can_be_turned_off()  # this jaxlib knows it
+    assert jm._compiler_options("cpu-outlined") == jm._COMPILER_OPTIONS["cpu-outlined"]
+    monkeypatch.setattr(jm, "library_fusions_can_be_turned_off", lambda: False)
+    options = jm._compiler_options("cpu-outlined")
+    assert "xla_cpu_experimental_ynn_fusion_type" not in options
+    assert options == jm._COMPILER_OPTIONS["cpu-small"]
+    big = jnp.asarray(np.tile([-1.2, 1.0], 5000))
+    srosen = lambda x: jnp.sum(100.0 * (x[1::2] - x[::2] ** 2) ** 2 + (1.0 - x[::2]) ** 2)  # noqa: E731
+    assert not jm._outline(False, big, srosen, ())
+    assert jm._outline(False, jnp.zeros(6), lambda x: rosen(x), ())
+    # and an unknown option really is an error XLA reports, which the probe recognises
+    with pytest.raises(jax.errors.JaxRuntimeError, match="compile option"):
+        jax.jit(lambda x: x + 1, compiler_options={"xla_cpu_no_such_option": ""})(1.0)
+
+
 # Each of these once aborted the process in XLA's emitter (a CHECK failure): a closed-over
 # matrix in a product, loop-invariant fields (no line search), an empty state leaf (the
 # CG chain), a closed-over array of 10 KB, history buffers, counters.
