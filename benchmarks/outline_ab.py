@@ -56,12 +56,13 @@ def _solver(problem, outline: bool, maxiter: int):
     x0 = jnp.asarray(problem.x0)
 
     def solve():
+        previous = xla_cpu.outline_solver_loops()
         xla_cpu.outline_solver_loops(outline)
         try:
             res = jopt.minimize(fresh, x0, maxiter=maxiter)
             jax.block_until_ready(res.x)
         finally:
-            xla_cpu.outline_solver_loops(True)
+            xla_cpu.outline_solver_loops(previous)
         return res
 
     return solve

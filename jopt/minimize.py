@@ -969,8 +969,9 @@ def _profile(nested: bool, x: PyTree, batched: bool = False,
 
     ``batched``: the program runs a batch of problems of ``x``'s size (``minimize_many``),
     whose loop touches too many bytes to be outlined, so it keeps the size's profile.
-    ``outline``: the loop is compiled as one function (:func:`_outline`), which the
-    small-problem options compile faster, with no loss (as for ``_loops_outlined``).
+    ``outline``: the program is compiled as one function (:func:`_outline`): the
+    ``"cpu-outlined"`` options at every size (the small-problem options, which compile
+    faster with no loss there, as for ``_loops_outlined``, and no YNNPACK fusions).
     """
     if nested:
         return None

@@ -239,6 +239,8 @@ def library_fusions_can_be_turned_off() -> bool:
             return False
         raise
     return True
+
+
 _MAX_CONST_BYTES = 1 << 12  # 4 KiB, 2.3x below the smallest array that aborted
 _DENIED = frozenset({
     "sort", "top_k", "approx_top_k", "fft", "rng_bit_generator", "infeed", "outfeed",
