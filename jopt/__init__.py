@@ -19,6 +19,7 @@ from jopt.calculus import (
     hvp_fn,
     jacobian,
     rademacher_like,
+    value_and_grad_fn,
 )
 from jopt.checkpoint import restore_checkpoint, save_checkpoint
 from jopt.diagnostics import (
@@ -179,4 +180,5 @@ __all__ = [
     "steihaug_cg",
     "sweep",
     "trust_ncg",
+    "value_and_grad_fn",
 ]

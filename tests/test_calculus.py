@@ -236,6 +236,94 @@ def test_hutchinson_diag_under_jit_keeps_float32():
     assert jax.tree.structure(est) == jax.tree.structure(x)
 
 
+# ---------------------------------------------------------------- value and gradient
+
+
+def _polynomial(x):
+    return jnp.sum((x[1:] - x[:-1] ** 2) ** 2) + jnp.sum((1.0 - x) ** 2)
+
+
+def _stencil_pow(x):  # BROYDN7D's form: a fractional power read through shifted slices
+    xp = jnp.pad(x, 1)
+    return jnp.sum(jnp.abs(1.0 - xp[:-2] - 2.0 * xp[2:] + (3.0 - 2.0 * x) * x) ** (7.0 / 3.0))
+
+
+def test_split_backward_pays_for_transcendentals_without_matrix_products():
+    from jopt.calculus import split_backward_pays
+
+    x = jnp.linspace(0.1, 1.0, 8)
+    a = jnp.ones((4, 8))
+    assert split_backward_pays(_stencil_pow, x)
+    assert split_backward_pays(lambda y: jnp.sum(jnp.cos(y[1:] - y[:-1] ** 2)), x)
+    assert not split_backward_pays(_polynomial, x)  # integer powers are not transcendental
+    assert not split_backward_pays(lambda y: jnp.sum(jnp.exp(a @ y)), x)  # a matrix product
+    # found inside nested jits and custom derivatives (softplus is a custom_jvp)
+    assert split_backward_pays(jax.jit(lambda y: jnp.sum(jax.nn.softplus(y))), x)
+    assert not split_backward_pays(jax.jit(lambda y: jnp.sum(jax.nn.relu(y) ** 2)), x)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("split", [True, False])
+def test_value_and_grad_fn_equals_jax_value_and_grad(dtype, split):
+    x = random_tree(3, dtype=dtype)
+    vg = jax.jit(jopt.value_and_grad_fn(objective, x, split=split))
+    value, grad = vg(x)
+    ref_value, ref_grad = jax.jit(jax.value_and_grad(objective))(x)
+    assert value.dtype == dtype and value.shape == ()
+    np.testing.assert_allclose(value, ref_value, rtol=TOL[dtype])
+    np.testing.assert_allclose(ravel(grad), ravel(ref_grad), rtol=TOL[dtype] * 10,
+                               atol=TOL[dtype])
+    assert all(g.dtype == dtype for g in jax.tree.leaves(grad))
+    assert jax.tree.structure(grad) == jax.tree.structure(x)
+
+
+def test_value_and_grad_fn_split_program_and_batches():
+    x = jnp.linspace(0.1, 1.0, 16)
+    vg = jopt.value_and_grad_fn(_stencil_pow, x)  # the rule picks the split form
+    text = jax.jit(vg).lower(x).compile().as_text()
+    assert "conditional(" in text  # the backward pass is its own computation
+    assert "conditional(" not in jax.jit(jopt.value_and_grad_fn(_polynomial, x)).lower(
+        x).compile().as_text()
+    np.testing.assert_allclose(vg(x)[1], jax.grad(_stencil_pow)(x), rtol=1e-12)
+    xs = jnp.stack([x, 2.0 * x, -x])
+    values, grads = jax.vmap(vg)(xs)  # the cond becomes a select under vmap
+    np.testing.assert_allclose(grads, jax.vmap(jax.grad(_stencil_pow))(xs), rtol=1e-12)
+    np.testing.assert_allclose(values, jax.vmap(_stencil_pow)(xs), rtol=1e-12)
+
+
+def test_value_and_grad_fn_split_reports_nan_gradient_where_f_is_not_finite():
+    def barrier(x):
+        return jnp.sum(x - jnp.log(x))
+
+    x = jnp.array([0.5, 2.0])
+    vg = jax.jit(jopt.value_and_grad_fn(barrier, x))
+    np.testing.assert_allclose(vg(x)[1], 1.0 - 1.0 / x)
+    value, grad = vg(jnp.array([-1.0, 2.0]))
+    assert np.isnan(value) and np.all(np.isnan(grad))
+    # the line search shrinks away from such trials: minimize still reaches x = 1
+    res = jopt.minimize(barrier, jnp.array([0.01, 30.0]))
+    assert int(res.status) == 0
+    np.testing.assert_allclose(res.x, 1.0, atol=1e-6)
+
+
+def test_value_and_grad_fn_split_takes_custom_vjp_objectives():
+    @jax.custom_vjp
+    def smooth_abs(x):
+        return jnp.sqrt(x * x + 1.0)
+
+    smooth_abs.defvjp(lambda x: (smooth_abs(x), x),
+                      lambda x, ct: (ct * x / jnp.sqrt(x * x + 1.0),))
+
+    def f(x):  # jax.linearize (forward mode) would reject this objective
+        return jnp.sum(smooth_abs(x - 2.0) * jnp.exp(0.1 * x))
+
+    x = jnp.linspace(-1.0, 1.0, 5)
+    value, grad = jax.jit(jopt.value_and_grad_fn(f, x, split=True))(x)
+    ref_value, ref_grad = jax.value_and_grad(f)(x)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-12)
+
+
 # ------------------------------------------------------------------------- bad input
 
 

@@ -166,15 +166,18 @@ def test_vmap_over_tolerances_and_args():
 
 
 def test_eager_calls_reuse_the_compiled_loop():
-    from jopt.minimize import _compiled_loop, _profile
-
-    loop = _compiled_loop(_profile(False, jnp.zeros(3)))  # this problem's options profile
+    from jopt.minimize import _compiled_loop, _outline, _profile
 
     traces = []
 
     def f(x, scale):
         traces.append(1)
         return jnp.sum(scale * (x - 1.0) ** 2) + jnp.sum(x**4)
+
+    # the options profile this problem's program is compiled with (outlined or not)
+    x0 = jnp.zeros(3)
+    loop = _compiled_loop(_profile(False, x0, outline=_outline(False, x0, f, (2.0,))))
+    traces.clear()
 
     jopt.minimize(f, jnp.zeros(3), args=(2.0,))
     n_after_first, compiled = len(traces), loop._cache_size()

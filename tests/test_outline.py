@@ -68,6 +68,36 @@ def test_small_solve_is_one_function_and_agrees_with_scipy():
     np.testing.assert_allclose(res.x, ref.x, atol=1e-6)
 
 
+@pytest.mark.parametrize("method", ["lbfgs", "bfgs", "cg"])
+def test_split_backward_pass_stays_in_the_one_function(method):
+    """A convex objective with transcendental terms read through shifted slices: the line
+    search splits its backward pass off (a conditional inside the outlined call), and the
+    solve agrees with scipy's on the same objective."""
+    n = 50
+    target = jnp.linspace(-2.0, 2.0, n) ** 3
+
+    def stencil(x):
+        return jnp.sum(jnp.cosh(x[1:] - x[:-1])) + 0.5 * jnp.sum((x - target) ** 2)
+
+    x0 = jnp.zeros(n)
+    fun = lambda x: stencil(x)  # noqa: E731  (a fresh objective: a fresh program)
+    assert jopt.calculus.split_backward_pays(fun, x0)
+    res = jopt.minimize(fun, x0, method=method, tol=1e-7)
+    run, config = _last_program()
+    assert config.outline
+    tols = jm._device_tolerances(1e-7, 0.0, 0.0, np.dtype(np.float64))
+    text = run.lower(x0, (), *tols, jm._no_limit()).compile().as_text()
+    assert _ours_in(text) == 1 and "conditional(" in text
+    grad = jax.jit(jax.grad(stencil))
+    ref = scipy.optimize.minimize(lambda z: float(stencil(jnp.asarray(z))), np.asarray(x0),
+                                  jac=lambda z: np.asarray(grad(jnp.asarray(z))),
+                                  method="L-BFGS-B", options={"gtol": 1e-9, "ftol": 0})
+    assert int(res.status) == jopt.Status.CONVERGED, res.message
+    assert float(jnp.max(jnp.abs(grad(res.x)))) <= 1e-7
+    np.testing.assert_allclose(res.x, ref.x, atol=1e-6)
+    np.testing.assert_allclose(float(res.fun), ref.fun, rtol=1e-12)
+
+
 @pytest.mark.parametrize("method", ["lbfgs", "bfgs", "cg", "newton-cg", "trust-ncg"])
 def test_outlined_and_usual_loops_solve_alike(method, monkeypatch):
     a = jnp.asarray([[3.0, 0.5, 0.0], [0.5, 2.0, 0.3], [0.0, 0.3, 1.0]])
