@@ -40,6 +40,8 @@ QUICK: list[tuple[str, list[str]]] = [
     ("minimize_many", ["--repeats", "1", "--segments", "16", "--loop-subset", "64"]),
     ("many_objectives", ["--count", "20", "--every", "10"]),
     ("outline_ab", ["--rounds", "1", "--problems", "ROSENBROCK-2,SROSENBR-10000"]),
+    ("split_backward", ["--rounds", "1", "--problems", "GULF-3,BROYDN7D-1000",
+                        "--eval-sizes", "1000"]),
 ]
 
 

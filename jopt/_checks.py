@@ -121,7 +121,12 @@ def check_same_structure(name_a: str, a: Any, name_b: str, b: Any) -> None:
 
 def check_scalar_output(name: str, f: Callable, *args: Any) -> None:
     """``f(*args)`` must return a real floating scalar (checked with ``jax.eval_shape``)."""
-    out = jax.eval_shape(f, *args)
+    check_scalar_shape(name, jax.eval_shape(f, *args))
+
+
+def check_scalar_shape(name: str, out: Any) -> None:
+    """``out`` (the shapes ``name`` returned, e.g. from ``jax.eval_shape``) must be one real
+    floating scalar."""
     leaves = jax.tree.leaves(out)
     if len(leaves) != 1 or not hasattr(leaves[0], "shape"):
         raise ValueError(

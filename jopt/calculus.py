@@ -31,6 +31,7 @@ from jopt._checks import (
     check_positive_int,
     check_same_structure,
     check_scalar_output,
+    check_scalar_shape,
 )
 
 PyTree = Any
@@ -93,7 +94,11 @@ def split_backward_pays(f: ScalarFn, x: PyTree) -> bool:
     backward pass is no stencil, and inside a separate computation XLA:CPU emits it
     less well (measured: 2× slower on a 5,000×500 logistic regression).
     """
-    names = _primitive_names(jax.make_jaxpr(f)(x).jaxpr)
+    return _split_pays(jax.make_jaxpr(f)(x).jaxpr)
+
+
+def _split_pays(jaxpr: jax.extend.core.Jaxpr) -> bool:
+    names = _primitive_names(jaxpr)
     return bool(names & _TRANSCENDENTAL) and not names & _MATRIX_PRODUCTS
 
 
@@ -106,18 +111,29 @@ def value_and_grad_fn(
     With ``split`` (default: :func:`split_backward_pays`), the reverse pass runs inside a
     ``lax.cond`` on ``isfinite(f(y))``: the derivative coefficients the forward pass
     computes are then stored once, not re-evaluated inside every fused reader (the form
-    optimistix's solvers take). Measured inside :func:`jopt.minimize`'s L-BFGS
-    (benchmarks/RESULTS.md, "Split backward pass"): 0.51–0.78× the time on BROYDN7D
-    and COSINE at n = 1,000 and 10,000; on cheap polynomial objectives the extra
-    stores cost 4–9 % at n = 10,000, so they keep the fused form. Where ``f(y)`` is not
+    optimistix's solvers take). Measured per iteration of :func:`jopt.minimize`'s L-BFGS
+    (``benchmarks/split_backward.py``, one core): BROYDN7D 0.50× (n = 1,000) and 0.54×
+    (n = 10,000), COSINE 0.79–0.80×; polynomial objectives at n = 10,000 would take
+    1.07× (one evaluation 1.06–1.40×) and keep the fused form. Where ``f(y)`` is not
     finite the gradient is NaN (a line search rejects such a point on its value).
     Under ``vmap`` the ``cond`` becomes a ``select`` and the program is the fused one.
 
     Values and gradients are those of ``jax.value_and_grad`` (the same operations, so
-    equal up to XLA's fusion-dependent rounding).
+    equal up to XLA's fusion-dependent rounding). ``f`` is traced once here, at ``x``,
+    to check that it returns a real floating scalar and to pick the form.
+
+    Raises:
+      TypeError: ``x`` has non-float leaves, ``f`` returns a non-float, or ``split`` is
+        not ``True``, ``False`` or ``None``.
+      ValueError: ``f`` does not return a scalar.
     """
+    if split is not None and not isinstance(split, bool):
+        raise TypeError(f"`split` must be True, False or None (decide), got {split!r}.")
+    check_float_tree("x", x)
+    closed, out_shape = jax.make_jaxpr(f, return_shape=True)(x)
+    check_scalar_shape("f", out_shape)
     if split is None:
-        split = split_backward_pays(f, x)
+        split = _split_pays(closed.jaxpr)
     if not split:
         return jax.value_and_grad(f)
 

@@ -337,6 +337,18 @@ def test_non_scalar_objective_is_rejected():
         jopt.gnvp(lambda p: p["leaf0"], lambda z: z, x, x)
 
 
+def test_value_and_grad_fn_rejects_bad_input():
+    x = jnp.ones(3)
+    with pytest.raises(ValueError, match="`f` must return a scalar"):
+        jopt.value_and_grad_fn(lambda y: jnp.exp(y), x, split=True)
+    with pytest.raises(TypeError, match="real floating-point scalar"):
+        jopt.value_and_grad_fn(lambda y: jnp.sum(y).astype(jnp.int32), x)
+    with pytest.raises(TypeError, match="`split` must be True, False or None"):
+        jopt.value_and_grad_fn(lambda y: jnp.sum(y), x, split="yes")
+    with pytest.raises(TypeError, match="x"):
+        jopt.value_and_grad_fn(lambda y: jnp.sum(y), jnp.ones(3, jnp.int32))
+
+
 def test_mismatched_direction_is_rejected():
     x = random_tree(0)
     with pytest.raises(ValueError, match="`v` must have the same pytree structure"):
