@@ -222,14 +222,22 @@ def test_inside_user_jit_and_grad_free_of_python_branching():
     np.testing.assert_allclose(solve(jnp.asarray([-1.2, 1.0])), [1.0, 1.0], atol=1e-6)
 
 
-def test_counters_are_evaluations_actually_made_and_vmap_adds_none():
+def _gulf_like(x):  # exp and pow: the line search splits its backward pass off
+    t = jnp.arange(1.0, 11.0) / 10.0
+    return jnp.sum((jnp.exp(-x[0] * t) - jnp.exp(-x[1] * t) - x[2] * jnp.exp(-t)) ** 2) + (
+        jnp.abs(x[0] - 1.0) ** 2.5)
+
+
+@pytest.mark.parametrize("objective", [rosenbrock, _gulf_like], ids=["fused", "split"])
+def test_counters_are_evaluations_actually_made_and_vmap_adds_none(objective):
     calls = []
 
     def f(x):
         jax.debug.callback(lambda: calls.append(1))
-        return rosenbrock(x)
+        return objective(x)
 
-    x0 = jnp.asarray([-1.2, 1.0])
+    x0 = jnp.asarray([-1.2, 1.0]) if objective is rosenbrock else jnp.asarray([0.5, 8.0, 2.0])
+    assert jopt.calculus.split_backward_pays(objective, x0) == (objective is _gulf_like)
     res = jopt.minimize(f, x0)
     jax.effects_barrier()
     unbatched = len(calls)
@@ -238,6 +246,7 @@ def test_counters_are_evaluations_actually_made_and_vmap_adds_none():
     batched = jax.vmap(lambda x: jopt.minimize(f, x))(x0[None])
     jax.effects_barrier()
     assert len(calls) == unbatched == int(batched.nfev[0])
+    assert int(res.status) == int(batched.status[0]) == 0
 
 
 def test_pytree_parameters_and_optax_transforms():
