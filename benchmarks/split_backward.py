@@ -20,7 +20,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import statistics
 import time
@@ -56,13 +55,14 @@ def _solver(problem, split: bool, maxiter: int):
     x0 = jnp.asarray(problem.x0)
 
     def solve():
-        original = _linesearch.value_and_grad_fn
-        _linesearch.value_and_grad_fn = functools.partial(value_and_grad_fn, split=split)
+        original = _linesearch._value_and_grad_fn
+        _linesearch._value_and_grad_fn = (
+            lambda f, x, _, name: original(f, x, split, name))
         try:
             res = jopt.minimize(fresh, x0, maxiter=maxiter)
             jax.block_until_ready(res.x)
         finally:
-            _linesearch.value_and_grad_fn = original
+            _linesearch._value_and_grad_fn = original
         return res
 
     return solve

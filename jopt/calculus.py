@@ -127,11 +127,17 @@ def value_and_grad_fn(
         not ``True``, ``False`` or ``None``.
       ValueError: ``f`` does not return a scalar.
     """
+    return _value_and_grad_fn(f, x, split, "f")
+
+
+def _value_and_grad_fn(f: ScalarFn, x: PyTree, split: bool | None, name: str
+                       ) -> Callable[[PyTree], tuple[jax.Array, PyTree]]:
+    """:func:`value_and_grad_fn`, naming ``f`` as ``name`` in its errors."""
     if split is not None and not isinstance(split, bool):
         raise TypeError(f"`split` must be True, False or None (decide), got {split!r}.")
     check_float_tree("x", x)
     closed, out_shape = jax.make_jaxpr(f, return_shape=True)(x)
-    check_scalar_shape("f", out_shape)
+    check_scalar_shape(name, out_shape)
     if split is None:
         split = _split_pays(closed.jaxpr)
     if not split:

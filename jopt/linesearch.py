@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from jopt._checks import check_in_range, check_positive_int
-from jopt.calculus import value_and_grad_fn
+from jopt.calculus import _value_and_grad_fn
 from jopt.tree import tree_add_scaled, tree_inf_norm, tree_scale, tree_select, tree_vdot
 
 PyTree = Any
@@ -377,7 +377,7 @@ def _make_line_search(search: Callable, initial_step: str) -> optax.GradientTran
                 "value=f, grad=g, value_fn=fun)` (value and grad at `params` are optional "
                 "but save one evaluation)."
             )
-        value_and_grad = value_and_grad_fn(value_fn, params)
+        value_and_grad = _value_and_grad_fn(value_fn, params, None, "value_fn")
         given = value is not None and grad is not None
         if not given:
             value, grad = value_and_grad(params)

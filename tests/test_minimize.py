@@ -572,3 +572,11 @@ def test_direction_without_line_search_runs_as_a_plain_loop(kind):
                                atol=1e-5)
     assert (int(res.nit), int(res.nfev)) == (40, 41)
     assert int(res.status) == jopt.Status.MAXITER
+
+
+def test_line_search_names_a_non_scalar_value_fn():
+    opt = jopt.lbfgs()
+    x = jnp.ones(3)
+    state = opt.init(x)
+    with pytest.raises(ValueError, match="`value_fn` must return a scalar"):
+        opt.update(x, state, x, value_fn=lambda y: 2.0 * y)
