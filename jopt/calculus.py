@@ -114,7 +114,7 @@ def value_and_grad_fn(
     optimistix's solvers take). Measured per iteration of :func:`jopt.minimize`'s L-BFGS
     (``benchmarks/split_backward.py``, one core): BROYDN7D 0.50× (n = 1,000) and 0.54×
     (n = 10,000), COSINE 0.79–0.80×; polynomial objectives at n = 10,000 would take
-    1.07× (one evaluation 1.06–1.40×) and keep the fused form. Where ``f(y)`` is not
+    1.07× (one evaluation 1.06–1.40× on 12 of 14) and keep the fused form. Where ``f(y)`` is not
     finite the gradient is NaN (a line search rejects such a point on its value).
     Under ``vmap`` the ``cond`` becomes a ``select`` and the program is the fused one.
 
