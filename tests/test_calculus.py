@@ -277,6 +277,16 @@ def test_value_and_grad_fn_equals_jax_value_and_grad(dtype, split):
     assert jax.tree.structure(grad) == jax.tree.structure(x)
 
 
+@settings(max_examples=8, deadline=None)
+@given(shapes=shape_lists, seed=st.integers(0, 2**16))
+def test_value_and_grad_fn_split_property_random_pytrees(shapes, seed):
+    x = random_tree(seed, shapes)
+    value, grad = jax.jit(jopt.value_and_grad_fn(objective, x, split=True))(x)
+    ref_value, ref_grad = jax.value_and_grad(objective)(x)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+    np.testing.assert_allclose(ravel(grad), ravel(ref_grad), rtol=1e-10, atol=1e-12)
+
+
 def test_value_and_grad_fn_split_program_and_batches():
     x = jnp.linspace(0.1, 1.0, 16)
     vg = jopt.value_and_grad_fn(_stencil_pow, x)  # the rule picks the split form
