@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
@@ -74,11 +75,8 @@ def _primitive_names(jaxpr: jax.extend.core.Jaxpr) -> set[str]:
     names: set[str] = set()
     for eqn in jaxpr.eqns:
         names.add(eqn.primitive.name)
-        for param in eqn.params.values():
-            for sub in param if isinstance(param, (tuple, list)) else (param,):
-                inner = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
-                if hasattr(inner, "eqns"):
-                    names |= _primitive_names(inner)
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            names |= _primitive_names(sub)
     return names
 
 
