@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -138,6 +139,21 @@ def test_float32_rosenbrock_reaches_relative_gradient_tolerance():
         assert gmax <= 1e-4 * max(1.0, abs(float(res.fun))), (res.message, gmax)
         assert int(res.status) == 0
 
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+@pytest.mark.parametrize("method", ["lbfgs", "bfgs", "cg", "newton-cg", "trust-ncg"])
+def test_half_precision_keeps_dtype_without_warnings(method, dtype):
+    # A weighted quadratic with minimiser 1: every method keeps the 16-bit dtype and
+    # converts no constant out of its range (trust-ncg's max_radius = 1e10 once cast to
+    # inf in float16, with numpy's "overflow encountered in cast" warning).
+    f = lambda x: jnp.sum((x - 1.0) ** 2 * jnp.arange(1, 4, dtype=x.dtype))  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = jopt.minimize(f, jnp.zeros(3, dtype), method=method, tol=1e-2)
+    assert res.x.dtype == dtype and res.fun.dtype == dtype
+    assert int(res.status) == 0, res.message
+    np.testing.assert_allclose(np.asarray(res.x, np.float32), 1.0, atol=2e-2)
 
 def test_vmap_over_x0_equals_separate_runs():
     starts = jnp.asarray([[-1.2, 1.0], [2.0, 2.0], [0.0, 0.0], [-0.5, 3.0]])

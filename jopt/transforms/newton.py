@@ -171,6 +171,12 @@ class TrustNCGState(NamedTuple):
     record: LineSearchState
 
 
+def _cap(value: float, dtype: Any) -> float:
+    """``value`` clipped to ``dtype``'s largest finite number (``max_radius = 1e10`` in
+    float16 would otherwise cast to inf, with a numpy overflow warning)."""
+    return min(value, float(jnp.finfo(dtype).max))
+
+
 def trust_ncg(
     initial_radius: float = 1.0,
     max_radius: float = 1e10,
@@ -211,7 +217,7 @@ def trust_ncg(
             value=jnp.full([], jnp.inf, dtype), grad=jax.tree.map(jnp.zeros_like, params),
             step=jnp.zeros([], dtype), slope=jnp.zeros([], dtype), num_evals=zero,
             num_trials=zero, status=zero, direction_reset=jnp.zeros([], bool))
-        return TrustNCGState(jnp.asarray(initial_radius, dtype), zero, zero,
+        return TrustNCGState(jnp.asarray(_cap(initial_radius, dtype), dtype), zero, zero,
                              jnp.zeros([], dtype), jnp.zeros([], bool), record)
 
     def update(grads, state, params=None, *, value=None, grad=None, value_fn=None, **extra):
@@ -238,7 +244,8 @@ def trust_ncg(
         radius = jnp.where(
             ratio < 0.25, 0.25 * step_norm,
             jnp.where((ratio > 0.75) & sub.hits_boundary,
-                      jnp.minimum(2.0 * state.radius, max_radius), state.radius))
+                      jnp.minimum(2.0 * state.radius, _cap(max_radius, dtype)),
+                      state.radius))
         accept = ratio > eta
         collapsed = ~accept & (radius <= eps * jnp.maximum(tree_inf_norm(params), 1.0))
         record = LineSearchState(
