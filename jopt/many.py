@@ -169,13 +169,13 @@ def _minimize_many(
     """:func:`minimize_many` that also reports its :class:`ManyStats`."""
     tx = _resolve_method(method, batched=True)
     check_float_tree("x0s", x0s)
+    for name, value in (("tol", tol), ("ftol", ftol), ("xtol", xtol)):
+        if isinstance(value, jax.Array | np.ndarray) and np.ndim(value) != 0:
+            raise ValueError(f"`{name}` must be a scalar shared by all members, got shape "
+                             f"{np.shape(value)}.")
     _check_run_options(args, tol, ftol, xtol, maxiter, maxfev)
     _check_count("history_size", history_size)
     _check_count("segment", segment)
-    for name, value in (("tol", tol), ("ftol", ftol), ("xtol", xtol)):
-        if np.ndim(value) != 0:
-            raise ValueError(f"`{name}` must be a scalar shared by all members, got shape "
-                             f"{np.shape(value)}.")
     size = _batch_size(x0s)
     axes = _normalize_axes(args_axes, args, size)
     buckets = _buckets(bucket_sizes, size)

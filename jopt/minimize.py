@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import warnings
 import weakref
 from collections.abc import Callable
@@ -399,6 +400,15 @@ def _transform_counts(opt_state: PyTree) -> jax.Array:
 
 
 def _check_tolerance(name: str, value: Any, allow_zero: bool) -> None:
+    real = isinstance(value, numbers.Real | np.floating | np.integer) and not isinstance(
+        value, bool | np.bool_)
+    array = isinstance(value, jax.Array | np.ndarray) and (
+        jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer))
+    if not (real or (array and np.ndim(value) == 0)):
+        kind = (f"an array of shape {np.shape(value)}" if array
+                else f"{type(value).__name__} {value!r}")
+        raise TypeError(f"`{name}` must be a real number or a 0-d real array (vmap "
+                        f"`minimize` to use one per problem), got {kind}.")
     if is_concrete_number(value):
         v = float(value)
         if not (v > 0 or (allow_zero and v == 0)):

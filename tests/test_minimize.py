@@ -528,6 +528,12 @@ def test_repeat_eager_calls_take_the_cached_path_and_still_check_inputs():
         jopt.minimize(f, x0, method="bfgs", tol=-1.0)
     with pytest.raises(ValueError, match="`ftol` must be >= 0"):
         jopt.minimize(f, x0, method="bfgs", tol=1e-7, ftol=float("nan"))
+    with pytest.raises(TypeError, match="`tol` must be a real number or a 0-d real array"):
+        jopt.minimize(f, x0, method="bfgs", tol="1e-6")
+    with pytest.raises(TypeError, match=r"`xtol` must be .* got an array of shape \(2,\)"):
+        jopt.minimize(f, x0, method="bfgs", xtol=jnp.full(2, 1e-6))
+    with pytest.raises(TypeError, match="`ftol` must be a real number"):
+        jopt.minimize(f, x0, method="bfgs", ftol=None)
     loose = jopt.minimize(f, x0, method="bfgs", tol=1e-2)
     assert int(loose.nit) < int(first.nit)
     # A weakly-typed x0 (same values) and Python-number args take the checked path.
