@@ -42,6 +42,8 @@ QUICK: list[tuple[str, list[str]]] = [
     ("outline_ab", ["--rounds", "1", "--problems", "ROSENBROCK-2,SROSENBR-10000"]),
     ("split_backward", ["--rounds", "1", "--problems", "GULF-3,BROYDN7D-1000",
                         "--eval-sizes", "1000"]),
+    ("linesearch_ab", ["--rounds", "1", "--sizes", "1000", "--spread", "BDQRTIC-1000",
+                       "--starts", "2"]),
 ]
 
 
