@@ -401,6 +401,43 @@ def test_extrapolation_keeps_an_exact_cubic_step():
     np.testing.assert_allclose(float(step), 1.6, rtol=1e-12)
 
 
+def test_zoom_keeps_an_exact_cubic_step_near_the_bracket_end():
+    """A unit trial that overshoots a minimizer at 0.02 by far: the cubic through the
+    bracket's ends is exact on a quadratic, and the 1 % margin lets the zoom take it, so the
+    search ends on the minimizer in two evaluations (a 10 % margin tried 0.1 first)."""
+    from jopt.linesearch import strong_wolfe_search
+
+    def evaluate(a):  # φ(α) = (α − 0.02)², φ(1) ≫ φ(0)
+        return (a - 0.02) ** 2, 2.0 * (a - 0.02), jnp.zeros(1)
+
+    step, _, _, status, trials = strong_wolfe_search(
+        evaluate, jnp.asarray(0.02**2), jnp.asarray(-0.04), jnp.zeros(1), jnp.asarray(1.0),
+        c1=1e-4, c2=0.9, max_steps=30, approx_wolfe=True)
+    assert int(status) == LineSearchStatus.WOLFE and int(trials) == 2
+    np.testing.assert_allclose(float(step), 0.02, rtol=1e-10)
+
+
+@pytest.mark.parametrize("stiffness, budget", [(1e3, 11), (1e6, 20)])
+def test_zoom_closes_in_on_a_kink_by_factors_of_ten(stiffness, budget):
+    """φ(α) = −α + K·max(α − 1, 0)²: a cubic fits the kink at 1 badly, so its minimizers
+    hug the bracket's lower end. After the first zoom trial the margin is 10 %, so the
+    bracket shrinks by at least that per trial and the narrow strong-Wolfe window
+    (c2 = 0.1: α within 0.45/K past 1) is reached within the budget (a 1 % margin on
+    every trial crept up in steps of 1 %: 21 trials at K = 1e3, all 30 at K = 1e6)."""
+    from jopt.linesearch import strong_wolfe_search
+
+    def evaluate(a):
+        over = jnp.maximum(a - 1.0, 0.0)
+        return -a + stiffness * over**2, -1.0 + 2.0 * stiffness * over, jnp.zeros(1)
+
+    step, _, _, status, trials = strong_wolfe_search(
+        evaluate, jnp.asarray(0.0), jnp.asarray(-1.0), jnp.zeros(1), jnp.asarray(2.0),
+        c1=1e-4, c2=0.1, max_steps=30, approx_wolfe=False)
+    assert int(status) == LineSearchStatus.WOLFE and int(trials) <= budget
+    slope = -1.0 + 2.0 * stiffness * max(float(step) - 1.0, 0.0)
+    assert abs(slope) <= 0.1
+
+
 def test_nonfinite_trial_values_shrink_the_step():
     # log barrier: NaN for x <= 0, where an over-long step lands.
     def f(x):
