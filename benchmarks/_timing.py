@@ -15,6 +15,7 @@ Conventions every benchmark follows:
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -103,6 +104,29 @@ def time_interleaved(
             carries[k] = jax.block_until_ready(step(*carries[k], *consts))
             times[k].append(time.perf_counter() - t0)
     return times
+
+
+def time_calls_interleaved(calls: dict[str, Callable[[], Any]], rounds: int
+                           ) -> dict[str, list[float]]:
+    """Wall times (s) of argument-free ``calls`` (each blocking until its result is
+    ready), ``rounds`` rounds of each once, the order rotated by one every round."""
+    names = list(calls)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(rounds):
+        for k in names[r % len(names):] + names[: r % len(names)]:
+            t0 = time.perf_counter()
+            calls[k]()
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def machine_line() -> str:
+    """Start the backend (not counted by the caller's timings) and describe the run:
+    ``"jax V (backend), N core(s) available, 1-min load L at start"``."""
+    jax.block_until_ready(jax.jit(lambda x: x + 1)(1.0))
+    return (f"jax {jax.__version__} ({jax.default_backend()}), "
+            f"{len(os.sched_getaffinity(0))} core(s) available, 1-min load "
+            f"{os.getloadavg()[0]:.1f} at start")
 
 
 def median(xs: Sequence[float]) -> float:

@@ -26,9 +26,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import time
 
 import jax
 
@@ -38,7 +36,7 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 import jopt  # noqa: E402
-from benchmarks._timing import emit  # noqa: E402
+from benchmarks._timing import emit, machine_line, time_calls_interleaved  # noqa: E402
 from benchmarks.outline_ab import _problem  # noqa: E402
 from benchmarks.problems import large_problems  # noqa: E402
 from jopt.transforms.quasi_newton import scale_by_lbfgs  # noqa: E402
@@ -75,13 +73,7 @@ def _solves(sizes: tuple[int, ...], rounds: int, maxiter: int) -> list[str]:
         for p in large_problems(n):
             solvers = {k: _solver(p, make, maxiter) for k, make in CONTENDERS.items()}
             first = {k: s() for k, s in solvers.items()}
-            times = {k: [] for k in solvers}
-            order = list(solvers)
-            for r in range(rounds):
-                for k in order[r % 2:] + order[:r % 2]:
-                    t0 = time.perf_counter()
-                    solvers[k]()
-                    times[k].append(time.perf_counter() - t0)
+            times = time_calls_interleaved(solvers, rounds)
             med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
             a, b = first["jopt"], first["optax-zoom"]
             lines.append(
@@ -118,11 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--starts", type=int, default=8)
     ap.add_argument("--md", default=None)
     args = ap.parse_args(argv)
-    jax.block_until_ready(jax.jit(lambda x: x + 1)(1.0))  # backend start-up, not counted
-    cores = len(os.sched_getaffinity(0))
     lines = [
-        f"jax {jax.__version__}, optax {optax.__version__} ({jax.default_backend()}), "
-        f"{cores} core(s) available, 1-min load {os.getloadavg()[0]:.1f} at start; "
+        f"{machine_line()}, optax {optax.__version__}; "
         f"jopt.minimize with jopt.scale_by_lbfgs(10) and either line search, median of "
         f"{args.rounds} interleaved solves.",
         "",

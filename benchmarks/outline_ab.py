@@ -19,7 +19,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
@@ -30,7 +29,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 
 import jopt  # noqa: E402
-from benchmarks._timing import emit  # noqa: E402
+from benchmarks._timing import emit, machine_line  # noqa: E402
 from benchmarks.problems import large_problems, mgh_problems  # noqa: E402
 from jopt import xla_cpu  # noqa: E402
 
@@ -81,11 +80,8 @@ def main(argv: list[str] | None = None) -> None:
         import importlib
 
         importlib.import_module("jopt.minimize")._OUTLINE_MAX_BYTES = 1 << 40
-    jax.block_until_ready(jax.jit(lambda x: x + 1)(1.0))  # backend start-up, not counted
-    cores = len(os.sched_getaffinity(0))
     lines = [
-        f"jax {jax.__version__} ({jax.default_backend()}), {cores} core(s) available, "
-        f"1-min load {os.getloadavg()[0]:.1f} at start; jopt.minimize L-BFGS, median of "
+        f"{machine_line()}; jopt.minimize L-BFGS, median of "
         f"{args.rounds} interleaved solves per mode"
         f"{' (outlined past the size limit too)' if args.beyond_limit else ''}.",
         "",

@@ -21,7 +21,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
@@ -34,7 +33,7 @@ import jax.numpy as jnp  # noqa: E402
 import jopt  # noqa: E402
 import jopt.calculus as _calculus  # noqa: E402
 import jopt.linesearch as _linesearch  # noqa: E402
-from benchmarks._timing import emit  # noqa: E402
+from benchmarks._timing import emit, machine_line  # noqa: E402
 from benchmarks.outline_ab import _problem  # noqa: E402
 from benchmarks.problems import large_problems, logistic_problems  # noqa: E402
 from jopt.calculus import split_backward_pays, value_and_grad_fn  # noqa: E402
@@ -143,11 +142,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="sizes of the large set for the evaluation table ('' for none)")
     ap.add_argument("--md", default=None)
     args = ap.parse_args(argv)
-    jax.block_until_ready(jax.jit(lambda x: x + 1)(1.0))  # backend start-up, not counted
-    cores = len(os.sched_getaffinity(0))
     lines = [
-        f"jax {jax.__version__} ({jax.default_backend()}), {cores} core(s) available, "
-        f"1-min load {os.getloadavg()[0]:.1f} at start; jopt.minimize({args.method!r}), median of "
+        f"{machine_line()}; jopt.minimize({args.method!r}), median of "
         f"{args.rounds} interleaved solves per form.",
         "",
     ]

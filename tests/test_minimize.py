@@ -140,7 +140,6 @@ def test_float32_rosenbrock_reaches_relative_gradient_tolerance():
         assert int(res.status) == 0
 
 
-
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
 @pytest.mark.parametrize("method", ["lbfgs", "bfgs", "cg", "newton-cg", "trust-ncg"])
 def test_half_precision_keeps_dtype_without_warnings(method, dtype):
@@ -154,6 +153,7 @@ def test_half_precision_keeps_dtype_without_warnings(method, dtype):
     assert res.x.dtype == dtype and res.fun.dtype == dtype
     assert int(res.status) == 0, res.message
     np.testing.assert_allclose(np.asarray(res.x, np.float32), 1.0, atol=2e-2)
+
 
 def test_vmap_over_x0_equals_separate_runs():
     starts = jnp.asarray([[-1.2, 1.0], [2.0, 2.0], [0.0, 0.0], [-0.5, 3.0]])
