@@ -210,6 +210,12 @@ def run_suite(args) -> None:
 # ----------------------------------------------------------------------------- checks
 
 
+def _solved(recs: dict, problem: str, method: str) -> bool:
+    """Whether ``method``'s record for ``problem`` exists and reached the tolerance."""
+    r = recs.get((problem, method))
+    return bool(r and r.get("solved"))
+
+
 def run_checks(args) -> dict:
     """float32 Rosenbrock-type runs and the vmap(batch 1) nfev check for jopt lbfgs."""
     import jopt
@@ -337,6 +343,7 @@ def report(paths: list[str], checks_path: str | None) -> str:
         mark = "" if r.get("solved") else " ✗"
         return (f"{t * 1e3:.1f}{mark}" if t else f"-{mark}"), t
 
+    wins = {m: [0, 0] for m in JAX_PEERS}  # [jopt at or below, both solved]
     for p in big:
         jc, jt = cell(p, "jopt-lbfgs")
         sc, _ = cell(p, ref)
@@ -344,7 +351,12 @@ def report(paths: list[str], checks_path: str | None) -> str:
         for m in JAX_PEERS:
             c, t = cell(p, m)
             peers.append(f"{c} ({t / jt:.2f})" if (t and jt) else c)
+            if t and jt and _solved(recs, p, "jopt-lbfgs") and _solved(recs, p, m):
+                wins[m][1] += 1
+                wins[m][0] += t >= jt
         lines.append(f"| {p} | {jc} | {sc} | " + " | ".join(peers) + " |")
+    lines += ["", "jopt-lbfgs at or below the peer, on the problems both solve: "
+              + ", ".join(f"{m} {w}/{n}" for m, (w, n) in wins.items()) + "."]
     # Problems scipy L-BFGS-B solves and jopt lbfgs does not.
     lines += ["", "### Solved by scipy L-BFGS-B but not by jopt-lbfgs", "",
               "Status codes: 0 converged, 1 maxiter, 2 line search failed, 3 non-finite, "
@@ -416,8 +428,10 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     _suite.add_suite_arguments(ap, ALL_METHODS, maxiter=10_000)
-    ap.add_argument("--checks", action="store_true", help="run the float32 and vmap checks")
-    ap.add_argument("--checks-file", default=None)
+    ap.add_argument("--checks", action="store_true",
+                    help="run the float32 and vmap checks; with --out, write them there as JSON")
+    ap.add_argument("--checks-file", default=None,
+                    help="with --report: the JSON written by --checks --out, to tabulate")
     args = ap.parse_args(argv)
     _suite.apply_process_options(args)
     if args.report is not None:
@@ -428,6 +442,9 @@ def main(argv: list[str] | None = None) -> None:
         else:
             sys.stdout.write(text)
     elif args.checks:
+        if args.checks_file:
+            ap.error("--checks-file names the checks' JSON for --report; "
+                     "to write the checks, pass --checks --out FILE")
         run_checks(args)
     else:
         run_suite(args)
