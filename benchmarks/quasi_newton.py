@@ -26,7 +26,7 @@ Usage::
 
     python -m benchmarks.quasi_newton --quick              # MGH + n = 1000
     python -m benchmarks.quasi_newton --out r.jsonl --shard 0/2   # (resumable: skips done)
-    python -m benchmarks.quasi_newton --checks --out checks.json  # float32 + vmap checks
+    python -m benchmarks.quasi_newton --checks --checks-file checks.json  # float32 + vmap
     python -m benchmarks.quasi_newton --report r.jsonl --checks-file checks.json --md out.md
 """
 
@@ -210,12 +210,6 @@ def run_suite(args) -> None:
 # ----------------------------------------------------------------------------- checks
 
 
-def _solved(recs: dict, problem: str, method: str) -> bool:
-    """Whether ``method``'s record for ``problem`` exists and reached the tolerance."""
-    r = recs.get((problem, method))
-    return bool(r and r.get("solved"))
-
-
 def run_checks(args) -> dict:
     """float32 Rosenbrock-type runs and the vmap(batch 1) nfev check for jopt lbfgs."""
     import jopt
@@ -268,8 +262,9 @@ def run_checks(args) -> dict:
             rec["equal"] = rec["nfev"] == rec["nfev_vmap"]
             out["vmap"].append(rec)
             print(rec, flush=True)
-    if args.out:
-        with open(args.out, "w") as fh:
+    path = args.checks_file or args.out
+    if path:
+        with open(path, "w") as fh:
             json.dump(out, fh, indent=1)
     return out
 
@@ -351,7 +346,7 @@ def report(paths: list[str], checks_path: str | None) -> str:
         for m in JAX_PEERS:
             c, t = cell(p, m)
             peers.append(f"{c} ({t / jt:.2f})" if (t and jt) else c)
-            if t and jt and _solved(recs, p, "jopt-lbfgs") and _solved(recs, p, m):
+            if t and jt and recs[(p, "jopt-lbfgs")].get("solved") and recs[(p, m)].get("solved"):
                 wins[m][1] += 1
                 wins[m][0] += t >= jt
         lines.append(f"| {p} | {jc} | {sc} | " + " | ".join(peers) + " |")
@@ -429,9 +424,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     _suite.add_suite_arguments(ap, ALL_METHODS, maxiter=10_000)
     ap.add_argument("--checks", action="store_true",
-                    help="run the float32 and vmap checks; with --out, write them there as JSON")
+                    help="run the float32 and vmap checks (JSON to --checks-file or --out)")
     ap.add_argument("--checks-file", default=None,
-                    help="with --report: the JSON written by --checks --out, to tabulate")
+                    help="the checks' JSON: written by --checks, tabulated by --report")
     args = ap.parse_args(argv)
     _suite.apply_process_options(args)
     if args.report is not None:
@@ -442,9 +437,6 @@ def main(argv: list[str] | None = None) -> None:
         else:
             sys.stdout.write(text)
     elif args.checks:
-        if args.checks_file:
-            ap.error("--checks-file names the checks' JSON for --report; "
-                     "to write the checks, pass --checks --out FILE")
         run_checks(args)
     else:
         run_suite(args)
