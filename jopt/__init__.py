@@ -47,16 +47,18 @@ from jopt.linesearch import (
     scale_by_backtracking,
     scale_by_strong_wolfe,
 )
-from jopt.many import minimize_many
-from jopt.minimize import (
+from jopt.solve import (
     MinimizeResult,
     SolverState,
     Status,
+    method_names,
     minimize,
     minimize_init,
+    minimize_many,
     minimize_result,
     minimize_run,
 )
+from jopt.step import StepRecord, StepStatus, Work, step_record, total_work
 from jopt.sweep import SweepResult, grid, sweep
 from jopt.train import fit
 from jopt.transforms import (
@@ -93,7 +95,7 @@ from jopt.transforms import (
     sqn,
     trust_ncg,
 )
-from jopt.xla_cpu import enable_small_loop_kernels, small_loop_flags
+from jopt._platform import enable_small_loop_kernels, platform_policy, small_loop_flags
 
 __version__ = "0.1.0"
 
@@ -122,9 +124,12 @@ __all__ = [
     "SolverState",
     "SpectralDensityResult",
     "Status",
+    "StepRecord",
+    "StepStatus",
     "SteihaugResult",
     "SweepResult",
     "TrustNCGState",
+    "Work",
     "adagrad",
     "adahessian",
     "adam",
@@ -154,6 +159,7 @@ __all__ = [
     "jacobian",
     "lanczos",
     "lbfgs",
+    "method_names",
     "minimize",
     "minimize_init",
     "minimize_many",
@@ -162,6 +168,7 @@ __all__ = [
     "newton",
     "newton_cg",
     "nonlinear_cg",
+    "platform_policy",
     "plot_spectral_density",
     "rademacher_like",
     "restore_checkpoint",
@@ -178,7 +185,9 @@ __all__ = [
     "small_loop_flags",
     "sqn",
     "steihaug_cg",
+    "step_record",
     "sweep",
+    "total_work",
     "trust_ncg",
     "value_and_grad_fn",
 ]

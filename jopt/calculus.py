@@ -23,7 +23,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.extend.core
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
@@ -61,83 +60,38 @@ def _check_objective(f: ScalarFn, x: PyTree, name: str = "f") -> None:
 
 # ------------------------------------------------------------------- value and gradient
 
-# Elementwise primitives that cost tens of cycles per element (libm calls on XLA:CPU).
-_TRANSCENDENTAL = frozenset({
-    "pow", "exp", "exp2", "log", "log1p", "expm1", "sin", "cos", "tan", "asin", "acos",
-    "atan", "atan2", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "logistic", "erf",
-    "erfc", "erf_inv", "lgamma", "digamma", "cbrt",
-})
-_MATRIX_PRODUCTS = frozenset({"dot_general", "conv_general_dilated"})
-
-
-def _primitive_names(jaxpr: jax.extend.core.Jaxpr) -> set[str]:
-    """Names of every primitive in ``jaxpr`` and in the sub-jaxprs of its equations."""
-    names: set[str] = set()
-    for eqn in jaxpr.eqns:
-        names.add(eqn.primitive.name)
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-            names |= _primitive_names(sub)
-    return names
-
-
-def split_backward_pays(f: ScalarFn, x: PyTree) -> bool:
-    """Whether :func:`value_and_grad_fn` runs ``f``'s backward pass as its own computation.
-
-    True when ``f`` applies transcendental elementwise functions (``pow``, ``exp``,
-    ``cos``, …) and no matrix products. XLA:CPU fuses an elementwise producer into every
-    reader of its output and re-evaluates it per read, so in one fused program a
-    derivative coefficient read through shifted slices (a stencil, as in most large
-    test problems) is evaluated once per slice: BROYDN7D's gradient calls ``pow``
-    5,498 times per evaluation at n = 1,000 instead of 3,000. A matrix product's
-    backward pass is no stencil, and inside a separate computation XLA:CPU emits it
-    less well (measured: 2× slower on a 5,000×500 logistic regression).
-    """
-    return _split_pays(jax.make_jaxpr(f)(x).jaxpr)
-
-
-def _split_pays(jaxpr: jax.extend.core.Jaxpr) -> bool:
-    names = _primitive_names(jaxpr)
-    return bool(names & _TRANSCENDENTAL) and not names & _MATRIX_PRODUCTS
-
-
 def value_and_grad_fn(
-    f: ScalarFn, x: PyTree, *, split: bool | None = None
+    f: ScalarFn, x: PyTree, *, split: bool = False
 ) -> Callable[[PyTree], tuple[jax.Array, PyTree]]:
     """``y -> (f(y), ∇f(y))`` for points shaped like ``x``: ``jax.value_and_grad(f)``,
-    or its backward pass as a separate computation where that is faster.
+    or with ``split`` its backward pass as a computation of its own.
 
-    With ``split`` (default: :func:`split_backward_pays`), the reverse pass runs inside a
-    ``lax.cond`` on ``isfinite(f(y))``: the derivative coefficients the forward pass
-    computes are then stored once, not re-evaluated inside every fused reader (the form
-    optimistix's solvers take). Measured per iteration of :func:`jopt.minimize`'s L-BFGS
-    (``benchmarks/split_backward.py``, one core): BROYDN7D 0.50× (n = 1,000) and 0.54×
-    (n = 10,000), COSINE 0.79–0.80×; polynomial objectives at n = 10,000 would take
-    1.07× (one evaluation 1.06–1.40× on 12 of 14) and keep the fused form. Where ``f(y)`` is not
-    finite the gradient is NaN (a line search rejects such a point on its value).
-    Under ``vmap`` the ``cond`` becomes a ``select`` and the program is the fused one.
+    With ``split`` the reverse pass runs inside a ``lax.cond`` on ``isfinite(f(y))``, so
+    the derivative coefficients the forward pass computes are stored once instead of being
+    re-evaluated inside every fused reader (the form optimistix's solvers take); where
+    ``f(y)`` is not finite the gradient is NaN. Values and gradients are those of
+    ``jax.value_and_grad`` up to the compiler's fusion-dependent rounding. Under ``vmap``
+    the ``cond`` becomes a ``select``. ``jopt.minimize`` picks the form per objective and
+    backend; the measured effect is on the performance page.
 
-    Values and gradients are those of ``jax.value_and_grad`` (the same operations, so
-    equal up to XLA's fusion-dependent rounding). ``f`` is traced once here, at ``x``,
-    to check that it returns a real floating scalar and to pick the form.
+    ``f`` is traced once here, at ``x``, to check that it returns a real floating scalar.
 
     Raises:
       TypeError: ``x`` has non-float leaves, ``f`` returns a non-float, or ``split`` is
-        not ``True``, ``False`` or ``None``.
+        not ``True`` or ``False``.
       ValueError: ``f`` does not return a scalar.
     """
     return _value_and_grad_fn(f, x, split, "f")
 
 
-def _value_and_grad_fn(f: ScalarFn, x: PyTree, split: bool | None, name: str
+def _value_and_grad_fn(f: ScalarFn, x: PyTree, split: bool, name: str
                        ) -> Callable[[PyTree], tuple[jax.Array, PyTree]]:
     """:func:`value_and_grad_fn`, naming ``f`` as ``name`` in its errors."""
-    if split is not None and not isinstance(split, bool):
-        raise TypeError(f"`split` must be True, False or None (decide), got {split!r}.")
+    if not isinstance(split, bool):
+        raise TypeError(f"`split` must be True or False, got {split!r}.")
     check_float_tree("x", x)
-    closed, out_shape = jax.make_jaxpr(f, return_shape=True)(x)
+    out_shape = jax.eval_shape(f, x)
     check_scalar_shape(name, out_shape)
-    if split is None:
-        split = _split_pays(closed.jaxpr)
     if not split:
         return jax.value_and_grad(f)
 

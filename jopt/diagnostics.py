@@ -61,7 +61,7 @@ from jopt._checks import (
     check_scalar_output,
     is_concrete_number,
 )
-from jopt._programs import BoundedJit
+from jopt import _platform as platform
 from jopt.calculus import hvp_fn
 from jopt.linalg import _safe_div, lanczos, tridiagonal_eigh
 
@@ -267,39 +267,9 @@ def _hessian_operator(
 
 # ------------------------------------------------------------------ compilation
 
-# XLA:CPU spends most of the compile time of these loops in LLVM on small scalar kernels;
-# as in :mod:`jopt.minimize`, cheaper backend passes compile them markedly faster.
-_COMPILER_OPTIONS = {
-    "cpu": {"xla_backend_optimization_level": 1, "xla_llvm_disable_expensive_passes": True},
-}
-
-
-def _compiled(static_argnames: tuple[str, ...]) -> Callable[[Callable], Callable]:
-    """Decorator: jit ``fn`` (static ``loss_fn`` and ``static_argnames``), compiler options
-    at top level; plain nested ``jit`` inside a caller's trace (where options are refused).
-    """
-
-    def wrap(fn: Callable) -> Callable:
-        @functools.cache
-        def for_backend(backend: str | None) -> Callable:
-            return BoundedJit(fn, 1, static_argnames=static_argnames,
-                              compiler_options=_COMPILER_OPTIONS.get(backend))
-
-        @functools.wraps(fn)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            nested = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(args))
-            if nested:
-                return for_backend(None)(*args, **kwargs)
-            try:
-                return for_backend(jax.default_backend())(*args, **kwargs)
-            except ValueError as err:  # inside a caller's jit with only constant inputs
-                if "compiler_options" not in str(err):
-                    raise
-                return for_backend(None)(*args, **kwargs)
-
-        return call
-
-    return wrap
+# The diagnostics' loops compile through the platform layer (cheaper backend passes on
+# XLA:CPU; plain jit elsewhere and inside a caller's trace).
+_compiled = platform.loop_program
 
 
 # ----------------------------------------------------------------- eigenvalues

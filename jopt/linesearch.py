@@ -2,9 +2,11 @@
 
 A line search receives a search direction ``d`` as its ``updates`` and returns ``α·d``.
 It needs the objective: pass ``value_fn`` (params -> scalar) as an extra argument, and
-preferably ``value`` and ``grad`` at ``params`` (else they are evaluated and counted).
-The accepted point's value and gradient are kept in :class:`LineSearchState`, so a
-driver (or the next transform in a chain) reuses them and no evaluation is repeated.
+preferably ``value`` and ``grad`` at ``params`` (else they are evaluated and counted);
+``value_and_grad_fn`` (params -> (f, ∇f)) may replace ``jax.value_and_grad(value_fn)``.
+The accepted point's value and gradient are kept in the state's :class:`jopt.StepRecord`
+(the step protocol, :mod:`jopt.step`), so a driver reuses them and no evaluation is
+repeated.
 
 Loops that stay fast under ``vmap``: every loop step makes exactly one evaluation of
 ``value_and_grad`` and the bracketing logic is arithmetic (``jnp.where``) on its result,
@@ -33,6 +35,7 @@ import optax
 
 from jopt._checks import check_in_range, check_positive_int
 from jopt.calculus import _value_and_grad_fn
+from jopt.step import StepRecord, StepStatus
 from jopt.tree import tree_add_scaled, tree_inf_norm, tree_scale, tree_select, tree_vdot
 
 PyTree = Any
@@ -59,39 +62,41 @@ class LineSearchState(NamedTuple):
     """State of a line search transform.
 
     Attributes:
-      value: objective at the accepted point (``params + α·d``).
-      grad: gradient at the accepted point.
-      step: accepted step size ``α`` (0 after a failed search).
-      slope: directional derivative ``∇f(params)ᵀd`` at the start of the last search.
-      num_evals: cumulative ``value_and_grad`` evaluations made by this transform.
+      record: the :class:`jopt.StepRecord` of the last search (value and gradient at the
+        accepted point, step size ``α``, slope ``∇f(params)ᵀd``, cumulative evaluations).
       num_trials: evaluations made by the most recent search.
       status: :class:`LineSearchStatus` code of the most recent search.
-      direction_reset: the most recent direction was replaced by ``-∇f`` (not descent).
     """
 
-    value: jax.Array
-    grad: PyTree
-    step: jax.Array
-    slope: jax.Array
-    num_evals: jax.Array
+    record: StepRecord
     num_trials: jax.Array
     status: jax.Array
-    direction_reset: jax.Array
+
+    @property
+    def value(self) -> jax.Array:
+        """Objective at the accepted point (``params + α·d``)."""
+        return self.record.value
+
+    @property
+    def grad(self) -> PyTree:
+        """Gradient at the accepted point."""
+        return self.record.grad
+
+    @property
+    def step(self) -> jax.Array:
+        """Accepted step size ``α`` (0 after a failed search)."""
+        return self.record.step
+
+    @property
+    def num_evals(self) -> jax.Array:
+        """Cumulative ``value_and_grad`` evaluations made by this transform."""
+        return self.record.work.nfev
 
 
 def _init_state(params: PyTree) -> LineSearchState:
-    dtype = jnp.result_type(*jax.tree.leaves(params))
-    zero = jnp.zeros([], dtype)
-    return LineSearchState(
-        value=jnp.full([], jnp.inf, dtype),
-        grad=jax.tree.map(jnp.zeros_like, params),
-        step=zero,
-        slope=zero,
-        num_evals=jnp.zeros([], jnp.int32),
-        num_trials=jnp.zeros([], jnp.int32),
-        status=jnp.zeros([], jnp.int32),
-        direction_reset=jnp.zeros([], bool),
-    )
+    return LineSearchState(record=StepRecord.initial(params),
+                           num_trials=jnp.zeros([], jnp.int32),
+                           status=jnp.zeros([], jnp.int32))
 
 
 # ----------------------------------------------------------------- 1-D interpolation
@@ -364,8 +369,8 @@ def _initial_step(mode: str, state: LineSearchState, params, direction, value, s
         jnp.where(value != 0, 0.01 * jnp.abs(value) / jnp.maximum(-slope, tiny), 1.0),
     )
     # Later searches: assume the first-order change equals the last one (N&W 3.60).
-    later = state.step * state.slope / jnp.where(slope != 0, slope, -tiny)
-    guess = jnp.where(state.step > 0, jnp.minimum(1.0, 1.01 * later), first)
+    later = state.record.step * state.record.slope / jnp.where(slope != 0, slope, -tiny)
+    guess = jnp.where(state.record.step > 0, jnp.minimum(1.0, 1.01 * later), first)
     guess = jnp.where(jnp.isfinite(guess) & (guess > 0), guess, 1.0)
     return guess.astype(dtype)
 
@@ -385,6 +390,7 @@ def _make_line_search(search: Callable, initial_step: str) -> optax.GradientTran
         value: jax.Array | None = None,
         grad: PyTree = None,
         value_fn: Callable[[PyTree], jax.Array] | None = None,
+        value_and_grad_fn: Callable[[PyTree], tuple[jax.Array, PyTree]] | None = None,
         **extra: Any,
     ) -> tuple[PyTree, LineSearchState]:
         del extra
@@ -394,7 +400,8 @@ def _make_line_search(search: Callable, initial_step: str) -> optax.GradientTran
                 "value=f, grad=g, value_fn=fun)` (value and grad at `params` are optional "
                 "but save one evaluation)."
             )
-        value_and_grad = _value_and_grad_fn(value_fn, params, None, "value_fn")
+        value_and_grad = value_and_grad_fn or _value_and_grad_fn(value_fn, params, False,
+                                                                   "value_fn")
         given = value is not None and grad is not None
         if not given:
             value, grad = value_and_grad(params)
@@ -412,16 +419,13 @@ def _make_line_search(search: Callable, initial_step: str) -> optax.GradientTran
         step, new_value, new_grad, status, trials = search(evaluate, value, slope, grad, alpha0)
         status = jnp.where(descent | (status == LineSearchStatus.FAILED), status,
                            LineSearchStatus.NOT_DESCENT).astype(jnp.int32)
-        new_state = LineSearchState(
-            value=new_value,
-            grad=new_grad,
-            step=step,
-            slope=slope,
-            num_evals=state.num_evals + trials + (0 if given else 1),
-            num_trials=trials,
-            status=status,
-            direction_reset=~descent,
-        )
+        failed = status == LineSearchStatus.FAILED
+        record = StepRecord(
+            value=new_value, grad=new_grad, step=step, slope=slope,
+            status=jnp.where(failed, StepStatus.FAILED, StepStatus.ACCEPTED).astype(jnp.int32),
+            reset=~descent,
+            work=state.record.work.add(nfev=trials + (0 if given else 1)))
+        new_state = LineSearchState(record=record, num_trials=trials, status=status)
         return tree_scale(step, direction), new_state
 
     return optax.GradientTransformationExtraArgs(_init_state, update)

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt._checks import JoptWarning, check_positive_int
-from jopt._programs import BoundedJit
+from jopt._platform import BoundedJit
 
 PyTree = Any
 Metric = Callable[[PyTree], jax.Array] | str

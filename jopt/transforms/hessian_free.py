@@ -67,7 +67,7 @@ from jopt._checks import (
     is_concrete_number,
 )
 from jopt.calculus import gnvp_fn, grad_and_hvp_fn
-from jopt.linesearch import LineSearchState, LineSearchStatus
+from jopt.step import StepRecord, StepStatus
 from jopt.tree import (
     set_row,
     tree_add_scaled,
@@ -91,23 +91,20 @@ class HessianFreeState(NamedTuple):
     Attributes:
       damping: current Tikhonov damping ``λ``.
       prev_solution: final CG iterate of the last update (the warm start, decayed by ``ζ``).
-      num_hvp: cumulative curvature-vector products (Gauss-Newton or Hessian).
-      num_grad_evals: cumulative gradient linearizations of the Hessian fallback path.
       cg_iters: CG iterations of the last update.
       ratio: reduction ratio ``ρ`` of the last update (``-inf`` for a non-finite trial).
       accepted: the last update took a nonzero step.
-      record: value and gradient at the new point, evaluation counts, line-search status
-        (a :class:`jopt.LineSearchState`; ``jopt.minimize`` reads it).
+      record: value and gradient at the new point, step status and cumulative work
+        (curvature-vector products, linearizations, evaluations): a
+        :class:`jopt.StepRecord`, which ``jopt.minimize`` reads.
     """
 
     damping: jax.Array
     prev_solution: PyTree
-    num_hvp: jax.Array
-    num_grad_evals: jax.Array
     cg_iters: jax.Array
     ratio: jax.Array
     accepted: jax.Array
-    record: LineSearchState
+    record: StepRecord
 
 
 # --------------------------------------------------------------------- small helpers
@@ -593,10 +590,10 @@ def hessian_free(
     at the first direction of non-positive damped curvature and the damping grows until
     ``H + λI`` is positive along the CG directions. Neither given: ``ValueError``.
 
-    Costs per update: one linearization of the model (or of the gradient, counted in
-    ``num_grad_evals``), ``num_matvecs`` curvature products (``num_hvp``), and one
-    ``value_and_grad`` per backtracking/line-search trial (``record.num_evals``; plus one
-    when ``value`` is not passed to ``update``). Memory: the kept CG iterates,
+    Costs per update, counted in ``record.work``: one linearization of the model (or of
+    the gradient, ``njev``), ``num_matvecs`` curvature products (``nhvp``), and one
+    ``value_and_grad`` per backtracking/line-search trial (``nfev``; plus one when
+    ``value`` is not passed to ``update``). Memory: the kept CG iterates,
     ``len(save_iterations(max_cg_iters))`` parameter-sized vectors (20 for 250), plus a
     handful of CG work vectors.
 
@@ -653,16 +650,11 @@ def hessian_free(
     def init(params: PyTree) -> HessianFreeState:
         check_float_tree("params", params)
         dtype = _dtype(params)
-        zero = jnp.zeros([], jnp.int32)
-        record = LineSearchState(
-            value=jnp.full([], jnp.inf, dtype), grad=jax.tree.map(jnp.zeros_like, params),
-            step=jnp.zeros([], dtype), slope=jnp.zeros([], dtype), num_evals=zero,
-            num_trials=zero, status=zero, direction_reset=jnp.zeros([], bool))
         return HessianFreeState(
             damping=jnp.asarray(damping, dtype), prev_solution=jax.tree.map(jnp.zeros_like,
                                                                             params),
-            num_hvp=zero, num_grad_evals=zero, cg_iters=zero, ratio=jnp.zeros([], dtype),
-            accepted=jnp.zeros([], bool), record=record)
+            cg_iters=jnp.zeros([], jnp.int32), ratio=jnp.zeros([], dtype),
+            accepted=jnp.zeros([], bool), record=StepRecord.initial(params))
 
     def update(
         grads: PyTree,
@@ -693,7 +685,12 @@ def hessian_free(
             first_evals = 1
         f0 = jnp.asarray(value).astype(dtype)
         grads = _cast_like(grads, params)
-        lam = state.damping
+        # After a failed step the method restarts itself (the step protocol): initial
+        # damping, no warm start.
+        restart = state.record.status == StepStatus.FAILED
+        lam = jnp.where(restart, jnp.asarray(damping, dtype), state.damping)
+        prev_solution = tree_select(restart, jax.tree.map(jnp.zeros_like, params),
+                                    state.prev_solution)
 
         matvec, lin_cost = curvature_matvec(params, lam, model_fn=mf, loss_fn=lf,
                                             value_fn=value_fn)
@@ -702,7 +699,7 @@ def hessian_free(
             sq = (jax.tree.map(jnp.square, grads) if grad_sq is None
                   else _cast_like(grad_sq, params))
             precond = diagonal_preconditioner(sq, lam, precondition_exponent)
-        x0 = None if no_warm_start else tree_scale(warm_start_decay, state.prev_solution)
+        x0 = None if no_warm_start else tree_scale(warm_start_decay, prev_solution)
         sol = martens_cg(matvec, grads, x0, max_iters=max_cg_iters, eps=cg_tol,
                          precond=precond, save_base=1.3 if backtrack_cg else None)
 
@@ -718,23 +715,19 @@ def hessian_free(
         negligible = tree_inf_norm(choice.step) <= eps * jnp.maximum(tree_inf_norm(params), 1)
         failed = ~found & negligible & ~sol.negative_at_start
         evals = first_evals + choice.num_evals
-        record = LineSearchState(
+        record = StepRecord(
             value=jnp.where(found, choice.value, f0),
             grad=tree_select(found, choice.grad, grads),
             step=choice.alpha,
             slope=tree_vdot(grads, choice.step).astype(dtype),
-            num_evals=state.record.num_evals + evals,
-            num_trials=evals.astype(jnp.int32),
-            status=jnp.where(failed, LineSearchStatus.FAILED,
-                             LineSearchStatus.WOLFE).astype(jnp.int32),
-            direction_reset=jnp.zeros([], bool),
+            status=jnp.where(failed, StepStatus.FAILED, StepStatus.ACCEPTED).astype(jnp.int32),
+            reset=jnp.zeros([], bool),
+            work=state.record.work.add(nfev=evals, njev=lin_cost, nhvp=sol.num_matvecs),
         )
         updates = tree_select(found, tree_scale(choice.alpha, choice.step), zeros)
         return updates, HessianFreeState(
             damping=new_lam.astype(dtype),
             prev_solution=sol.x,
-            num_hvp=state.num_hvp + sol.num_matvecs,
-            num_grad_evals=state.num_grad_evals + lin_cost,
             cg_iters=sol.num_iters,
             ratio=rho.astype(dtype),
             accepted=found,

@@ -4,9 +4,10 @@ and exact (dense, modified) Newton for small problems.
 Each transform takes the objective as ``value_fn`` (an extra argument of ``update``, as
 for the line searches) and builds curvature from :mod:`jopt.calculus`: the gradient is
 linearized once per outer iteration (``jax.linearize``) and every inner CG step costs
-one tangent evaluation. The states count Hessian-vector products (``num_hvp``) and the
-extra gradient evaluation each linearization makes (``num_grad_evals``), so drivers
-report honest ``nhev`` / ``njev``.
+one tangent evaluation. The states count their work in a :class:`jopt.Work` (Hessian-vector
+products, the extra gradient each linearization makes, dense Hessians), and trust-ncg
+reports its step in a :class:`jopt.StepRecord` (the step protocol, :mod:`jopt.step`), so
+drivers report honest ``nhev`` / ``njev``.
 
 References:
   Nocedal, J. & Wright, S. J. (2006). Numerical Optimization, 2nd ed.: Algorithm 7.1
@@ -29,7 +30,8 @@ from jax.flatten_util import ravel_pytree
 from jopt._checks import check_float_tree, check_positive_int
 from jopt.calculus import grad_and_hvp_fn, hessian_matrix
 from jopt.linalg import cg, steihaug_cg
-from jopt.linesearch import LineSearchState, LineSearchStatus, scale_by_strong_wolfe
+from jopt.linesearch import scale_by_strong_wolfe
+from jopt.step import StepRecord, StepStatus, Work
 from jopt.tree import (
     tree_add_scaled,
     tree_inf_norm,
@@ -83,8 +85,7 @@ def _scaled_steepest_descent(grads: PyTree, curvature: jax.Array) -> PyTree:
 class NewtonCGState(NamedTuple):
     """State of :func:`scale_by_newton_cg`."""
 
-    num_hvp: jax.Array  # cumulative Hessian-vector products
-    num_grad_evals: jax.Array  # cumulative gradient evaluations made by linearization
+    work: Work  # cumulative HVPs and the gradients linearization recomputes
     cg_iters: jax.Array  # CG iterations of the last step
     negative_curvature: jax.Array  # last CG run met pᵀHp <= 0
 
@@ -104,8 +105,7 @@ def scale_by_newton_cg(maxiter: int | None = None) -> optax.GradientTransformati
 
     def init(params: PyTree) -> NewtonCGState:
         check_float_tree("params", params)
-        zero = jnp.zeros([], jnp.int32)
-        return NewtonCGState(zero, zero, zero, jnp.zeros([], bool))
+        return NewtonCGState(Work.zeros(), jnp.zeros([], jnp.int32), jnp.zeros([], bool))
 
     def update(grads, state, params=None, *, value_fn=None, **extra):
         del extra
@@ -116,8 +116,7 @@ def scale_by_newton_cg(maxiter: int | None = None) -> optax.GradientTransformati
         first = res.negative_curvature & (res.num_iters <= 1)
         direction = tree_select(first, _scaled_steepest_descent(grads, res.curvature), res.x)
         return direction, NewtonCGState(
-            num_hvp=state.num_hvp + res.num_iters,
-            num_grad_evals=state.num_grad_evals + 1,
+            work=state.work.add(njev=1, nhvp=res.num_iters),
             cg_iters=res.num_iters.astype(jnp.int32),
             negative_curvature=res.negative_curvature,
         )
@@ -161,14 +160,13 @@ def _actual_decrease(value, trial_value, grads, trial_grad, step, predicted):
 
 
 class TrustNCGState(NamedTuple):
-    """State of :func:`trust_ncg`; ``record`` carries value/gradient at the current point."""
+    """State of :func:`trust_ncg`; ``record`` (a :class:`jopt.StepRecord`) carries the
+    value and gradient at the current point and the work done."""
 
     radius: jax.Array
-    num_hvp: jax.Array
-    num_grad_evals: jax.Array
     ratio: jax.Array  # ρ of the last trial step
     accepted: jax.Array
-    record: LineSearchState
+    record: StepRecord
 
 
 def _cap(value: float, dtype: Any) -> float:
@@ -194,7 +192,8 @@ def trust_ncg(
     is at the rounding level of ``f``, the actual decrease in ``ρ`` is measured with the
     gradients (trapezoid rule, Conn, Gould & Toint 2000 §17.4.2), so the radius does not
     collapse on rounding noise before ``‖∇f‖`` reaches the tolerance. A radius collapsing
-    below machine precision relative to ``x`` ends with ``record.status = FAILED``.
+    below machine precision relative to ``x`` gives ``record.status = FAILED``, and the
+    next update restarts from ``initial_radius`` (the step protocol's restart rule).
 
     Args:
       initial_radius, max_radius: trust radii (``0 < initial <= max``).
@@ -212,27 +211,27 @@ def trust_ncg(
     def init(params: PyTree) -> TrustNCGState:
         check_float_tree("params", params)
         dtype = jnp.result_type(*jax.tree.leaves(params))
-        zero = jnp.zeros([], jnp.int32)
-        record = LineSearchState(
-            value=jnp.full([], jnp.inf, dtype), grad=jax.tree.map(jnp.zeros_like, params),
-            step=jnp.zeros([], dtype), slope=jnp.zeros([], dtype), num_evals=zero,
-            num_trials=zero, status=zero, direction_reset=jnp.zeros([], bool))
-        return TrustNCGState(jnp.asarray(_cap(initial_radius, dtype), dtype), zero, zero,
-                             jnp.zeros([], dtype), jnp.zeros([], bool), record)
+        return TrustNCGState(jnp.asarray(_cap(initial_radius, dtype), dtype),
+                             jnp.zeros([], dtype), jnp.zeros([], bool),
+                             StepRecord.initial(params))
 
-    def update(grads, state, params=None, *, value=None, grad=None, value_fn=None, **extra):
+    def update(grads, state, params=None, *, value=None, grad=None, value_fn=None,
+               value_and_grad_fn=None, **extra):
         del extra, grad  # the gradient at params is `grads`
         _need_objective("trust_ncg", value_fn, params)
-        value_and_grad = jax.value_and_grad(value_fn)
+        value_and_grad = value_and_grad_fn or jax.value_and_grad(value_fn)
         evals = 0
         if value is None:
             value, grads = value_and_grad(params)
             evals = 1
         dtype = state.radius.dtype
         eps = jnp.finfo(dtype).eps
+        # After a failed step the method restarts itself (the step protocol).
+        restart = state.record.status == StepStatus.FAILED
+        start_radius = jnp.where(restart, _cap(initial_radius, dtype), state.radius)
         _, hvp = grad_and_hvp_fn(value_fn, params)
         limit = maxiter or min(20 * _size(params), 1000)
-        sub = steihaug_cg(hvp, grads, state.radius, rtol=_forcing_rtol(grads), maxiter=limit)
+        sub = steihaug_cg(hvp, grads, start_radius, rtol=_forcing_rtol(grads), maxiter=limit)
         trial_value, trial_grad = value_and_grad(tree_add_scaled(params, 1.0, sub.step))
         predicted = sub.model_decrease
         actual = _actual_decrease(value, trial_value, grads, trial_grad, sub.step, predicted)
@@ -244,26 +243,23 @@ def trust_ncg(
         radius = jnp.where(
             ratio < 0.25, 0.25 * step_norm,
             jnp.where((ratio > 0.75) & sub.hits_boundary,
-                      jnp.minimum(2.0 * state.radius, _cap(max_radius, dtype)),
-                      state.radius))
+                      jnp.minimum(2.0 * start_radius, _cap(max_radius, dtype)),
+                      start_radius))
         accept = ratio > eta
         collapsed = ~accept & (radius <= eps * jnp.maximum(tree_inf_norm(params), 1.0))
-        record = LineSearchState(
+        record = StepRecord(
             value=jnp.where(accept, trial_value, value),
             grad=tree_select(accept, trial_grad, grads),
             step=jnp.where(accept, 1.0, 0.0).astype(dtype),
             slope=-predicted,
-            num_evals=state.record.num_evals + 1 + evals,
-            num_trials=jnp.ones([], jnp.int32),
-            status=jnp.where(collapsed, LineSearchStatus.FAILED,
-                             LineSearchStatus.WOLFE).astype(jnp.int32),
-            direction_reset=jnp.zeros([], bool),
+            status=jnp.where(collapsed, StepStatus.FAILED,
+                             StepStatus.ACCEPTED).astype(jnp.int32),
+            reset=jnp.zeros([], bool),
+            work=state.record.work.add(nfev=1 + evals, njev=1, nhvp=sub.num_iters),
         )
         updates = tree_select(accept, sub.step, jax.tree.map(jnp.zeros_like, sub.step))
         return updates, TrustNCGState(
             radius=radius.astype(dtype),
-            num_hvp=state.num_hvp + sub.num_iters,
-            num_grad_evals=state.num_grad_evals + 1,
             ratio=ratio.astype(dtype),
             accepted=accept,
             record=record,
@@ -276,9 +272,9 @@ def trust_ncg(
 
 
 class NewtonState(NamedTuple):
-    """State of :func:`scale_by_newton`; ``num_hessians`` counts dense Hessians formed."""
+    """State of :func:`scale_by_newton`; ``work.nhess`` counts dense Hessians formed."""
 
-    num_hessians: jax.Array
+    work: Work
     min_eigenvalue: jax.Array  # smallest Hessian eigenvalue at the last step
 
 
@@ -294,7 +290,7 @@ def scale_by_newton(shift: float | None = None) -> optax.GradientTransformationE
     def init(params: PyTree) -> NewtonState:
         check_float_tree("params", params)
         dtype = jnp.result_type(*jax.tree.leaves(params))
-        return NewtonState(jnp.zeros([], jnp.int32), jnp.zeros([], dtype))
+        return NewtonState(Work.zeros(), jnp.zeros([], dtype))
 
     def update(grads, state, params=None, *, value_fn=None, **extra):
         del extra
@@ -309,7 +305,7 @@ def scale_by_newton(shift: float | None = None) -> optax.GradientTransformationE
         direction = -(q @ ((q.T @ g) / modified))
         ok = jnp.all(jnp.isfinite(direction))
         direction = jnp.where(ok, direction, -g)
-        return unravel(direction), NewtonState(state.num_hessians + 1, lam[0])
+        return unravel(direction), NewtonState(state.work.add(nhess=1), lam[0])
 
     return optax.GradientTransformationExtraArgs(init, update)
 

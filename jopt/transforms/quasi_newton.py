@@ -31,12 +31,10 @@ References:
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
@@ -48,7 +46,6 @@ PyTree = Any
 
 __all__ = [
     "BFGSState",
-    "ColumnChunks",
     "LBFGSState",
     "NonlinearCGState",
     "bfgs",
@@ -73,7 +70,7 @@ def _sub(a: PyTree, b: PyTree) -> PyTree:
     return jax.tree.map(jnp.subtract, a, b)
 
 
-def _pair_is_usable(s: PyTree, y: PyTree, has_prev: jax.Array) -> tuple[jax.Array, ...]:
+def pair_is_usable(s: PyTree, y: PyTree, has_prev: jax.Array) -> tuple[jax.Array, ...]:
     """``(ok, sᵀy, yᵀy, sᵀs)``: whether the pair passes the relative curvature test."""
     sy, yy, ss = tree_vdots([(s, y), (y, y), (s, s)])
     eps = curvature_eps(sy.dtype)
@@ -84,133 +81,25 @@ def _pair_is_usable(s: PyTree, y: PyTree, has_prev: jax.Array) -> tuple[jax.Arra
 # -------------------------------------------------------------------------- L-BFGS
 
 
-# XLA:CPU runs the kernels of a compiled program (and of each loop body) inline, one after
-# another, only when every buffer they touch is at most 512 bytes; otherwise it schedules
-# them on its thread pool, which costs far more than tiny kernels do (xla/backends/cpu/
-# runtime/thunk_executor.h, ``execute_sequential_buffer_threshold``; not configurable).
-# An (m, n) history of m = 10 float64 pairs passes that size at n = 7, long before the
-# vectors do (n = 65), so for small problems each history leaf is kept as a few column
-# chunks of at most 512 bytes and the whole L-BFGS loop runs inline. Whole solves, one
-# core, the same iterates bit for bit (`python -m benchmarks.history_layout`): the
-# suite's problems with 7 <= n <= 12 took a median 0.66-0.69x the time (EXT_ROSENBROCK-10
-# 280 -> 159 µs, PENALTY1-10 375 -> 227 µs). BFGS's (n, n) matrix is kept as row blocks
-# for the same reason (see scale_by_bfgs). Objectives with larger buffers of their own
-# (WATSON-9, OSBORNE2-11, BROYDEN_BANDED-10) stay on the pool and gain nothing, so
-# `minimize` by name keeps rows for them (see jopt.minimize._resolve_method). Every
-# chunk adds a kernel to each pair write: on Rosenbrock, n = 24 (4 chunks) 0.75x,
-# n = 30 (5) 0.72-0.75x, n = 36 (6) 1.05-1.25x, n = 48 (8) 1.35-1.46x. Hence at most
-# _MAX_CHUNKS chunks.
-_CHUNK_BYTES = 512
-_MAX_CHUNKS = 5
 DEFAULT_MEMORY = 10  # curvature pairs kept by lbfgs() (and so by method="lbfgs")
 
 
-@jax.tree_util.register_pytree_node_class
-class ColumnChunks:
-    """An ``(m, *shape)`` history leaf stored as column chunks of the flattened rows.
-
-    ``chunks[k]`` has shape ``(m, c_k)`` with ``c_k`` consecutive entries of each
-    flattened row, each chunk at most 512 bytes (see ``_CHUNK_BYTES``). :meth:`dense`
-    gives the ``(m, *shape)`` array.
-    """
-
-    def __init__(self, chunks: tuple, shape: tuple):
-        self.chunks = tuple(chunks)
-        self.shape = tuple(shape)
-
-    def tree_flatten(self):
-        return self.chunks, self.shape
-
-    @classmethod
-    def tree_unflatten(cls, shape, chunks):
-        return cls(chunks, shape)
-
-    def dense(self) -> jax.Array:
-        """The history as one ``(m, *shape)`` array."""
-        rows = jnp.concatenate(self.chunks, axis=1)
-        return rows.reshape(rows.shape[:1] + self.shape)
-
-    def row(self, idx: jax.Array) -> jax.Array:
-        """Row ``idx`` (a traced index) with the leaf's shape."""
-        return jnp.concatenate([c[idx] for c in self.chunks]).reshape(self.shape)
-
-    def write(self, idx: jax.Array, value: jax.Array, ok: jax.Array) -> ColumnChunks:
-        """These chunks with row ``idx`` set to ``value`` where ``ok`` (else unchanged)."""
-        flat, start, out = jnp.ravel(value), 0, []
-        for c in self.chunks:
-            width = c.shape[1]
-            out.append(jnp.where(ok, set_row(c, idx, flat[start:start + width]), c))
-            start += width
-        return ColumnChunks(tuple(out), self.shape)
-
-
-def _is_chunks(node: Any) -> bool:
-    return isinstance(node, ColumnChunks)
-
-
-def _chunk_width(leaf: Any, memory_size: int) -> int:
-    """Entries per row in a chunk of at most ``_CHUNK_BYTES`` (at least 1)."""
-    return max(1, _CHUNK_BYTES // (memory_size * jnp.dtype(jnp.result_type(leaf)).itemsize))
-
-
-def _inline_backend() -> bool:
-    """Whether programs run on XLA:CPU, whose inline limit the blocks are for. (On a GPU
-    every kernel is a launch of its own, and more blocks would only add launches.)"""
-    return jax.default_backend() == "cpu"
-
-
-def _use_chunks(params: PyTree, memory_size: int) -> bool:
-    """Whether to chunk: on the CPU, some ``(m, *shape)`` leaf is over ``_CHUNK_BYTES`` and
-    every leaf fits in ``_MAX_CHUNKS`` chunks (so every leaf is small and the loop can run
-    inline)."""
-    leaves = jax.tree.leaves(params)
-    if not leaves or not _inline_backend():
-        return False
-    sizes = [(math.prod(jnp.shape(p)), _chunk_width(p, memory_size)) for p in leaves]
-    return (any(size > width for size, width in sizes)
-            and all(-(-size // width) <= _MAX_CHUNKS for size, width in sizes))
-
-
-def _history_zeros(params: PyTree, memory_size: int, allow_chunks: bool) -> PyTree:
-    """Zero ``(m, *shape)`` history leaves, chunked for small problems (see ColumnChunks)."""
-    if not (allow_chunks and _use_chunks(params, memory_size)):
-        return jax.tree.map(lambda p: jnp.zeros((memory_size, *jnp.shape(p)), p.dtype), params)
-
-    def chunked(p):
-        size, width = math.prod(jnp.shape(p)), _chunk_width(p, memory_size)
-        widths = [min(width, size - start) for start in range(0, size, width)] or [0]
-        return ColumnChunks(tuple(jnp.zeros((memory_size, w), p.dtype) for w in widths),
-                            jnp.shape(p))
-
-    return jax.tree.map(chunked, params)
-
-
-def _history_row(history: PyTree, idx: jax.Array) -> PyTree:
-    """Row ``idx`` of every history leaf (a tree shaped like the parameters)."""
-    return jax.tree.map(lambda h: h.row(idx) if _is_chunks(h) else h[idx], history,
-                        is_leaf=_is_chunks)
+def _history_zeros(params: PyTree, memory_size: int) -> PyTree:
+    """Zero ``(m, *shape)`` history leaves."""
+    return jax.tree.map(lambda p: jnp.zeros((memory_size, *jnp.shape(p)), p.dtype), params)
 
 
 def _history_write(history: PyTree, idx: jax.Array, new: PyTree, ok: jax.Array) -> PyTree:
     """``history`` with row ``idx`` set to ``new`` where ``ok`` (unchanged elsewhere)."""
-    def write(h, v):
-        if _is_chunks(h):
-            return h.write(idx, v, ok)
-        return jnp.where(ok, set_row(h, idx, v), h)
-
-    return jax.tree.map(write, history, new, is_leaf=_is_chunks)
+    return jax.tree.map(lambda h, v: jnp.where(ok, set_row(h, idx, v), h), history, new)
 
 
 class LBFGSState(NamedTuple):
-    """State of :func:`scale_by_lbfgs`: a ring buffer of the last ``m`` curvature pairs.
-
-    Each history leaf is an ``(m, *leaf.shape)`` array, or for small problems a
-    :class:`ColumnChunks` (``.dense()`` gives the array): XLA:CPU then runs the loop
-    inline instead of on its thread pool.
-    """
+    """State of :func:`scale_by_lbfgs`: a ring buffer of the last ``m`` curvature pairs
+    (each history leaf an ``(m, *leaf.shape)`` array)."""
 
     count: jax.Array
-    s_history: PyTree  # leaves of shape (m, *leaf.shape), or ColumnChunks
+    s_history: PyTree  # leaves of shape (m, *leaf.shape)
     y_history: PyTree
     rho: jax.Array  # (m,) 1/sᵀy, 0 for empty slots
     head: jax.Array  # slot written next
@@ -219,9 +108,10 @@ class LBFGSState(NamedTuple):
     prev_grad: PyTree
 
 
-def _lbfgs_direction(grad: PyTree, state: LBFGSState, memory_size: int) -> PyTree:
+def lbfgs_direction(grad: PyTree, state: LBFGSState, memory_size: int) -> PyTree:
     """``-H g`` by the two-loop recursion (N&W Alg. 7.4); empty slots have ``ρ = 0``."""
-    slot = _history_row
+    def slot(history, idx):
+        return jax.tree.map(lambda h: h[idx], history)
 
     def newest_first(j, carry):
         q, alphas = carry
@@ -249,8 +139,7 @@ def _lbfgs_direction(grad: PyTree, state: LBFGSState, memory_size: int) -> PyTre
     return tree_scale(-1.0, r)
 
 
-def scale_by_lbfgs(memory_size: int = DEFAULT_MEMORY, chunked_history: bool = True
-                   ) -> optax.GradientTransformationExtraArgs:
+def scale_by_lbfgs(memory_size: int = DEFAULT_MEMORY) -> optax.GradientTransformationExtraArgs:
     """L-BFGS direction ``d = -H_k ∇f`` from the last ``memory_size`` curvature pairs.
 
     ``H_0 = γ I`` with ``γ = sᵀy/yᵀy`` of the newest pair (N&W eq. 7.20); before the first
@@ -262,24 +151,13 @@ def scale_by_lbfgs(memory_size: int = DEFAULT_MEMORY, chunked_history: bool = Tr
     scales them by α > 0). ``optax.scale_by_lbfgs`` returns ``+H_k ∇f`` for a negative
     learning rate to follow; here a fixed step is a positive scale,
     ``optax.chain(jopt.scale_by_lbfgs(), optax.scale(0.5))``.
-
-    ``chunked_history``: keep each history leaf as column chunks of at most 512 bytes
-    (:class:`ColumnChunks`) so that XLA:CPU runs a small problem's loop inline instead of
-    on its thread pool (~30 % faster solves at n = 7-30 in float64). ``True``
-    (default): chunked exactly when that makes every history buffer small, on the CPU
-    backend only; ``False``: never. Pass ``False`` for a program you ``vmap``: a batch's
-    buffers are large anyway, and each chunk then costs the batched program a gather and
-    a scatter (``jopt.minimize_many`` does this for method names). The directions are the same
-    either way.
     """
     check_positive_int("memory_size", memory_size)
-    if not isinstance(chunked_history, bool):
-        raise TypeError(f"`chunked_history` must be True or False, got {chunked_history!r}.")
 
     def init(params: PyTree) -> LBFGSState:
         check_float_tree("params", params)
         dtype = _tree_dtype(params)
-        hist = _history_zeros(params, memory_size, chunked_history)
+        hist = _history_zeros(params, memory_size)
         return LBFGSState(
             count=jnp.zeros([], jnp.int32),
             s_history=hist,
@@ -296,7 +174,7 @@ def scale_by_lbfgs(memory_size: int = DEFAULT_MEMORY, chunked_history: bool = Tr
         if params is None:
             raise ValueError("scale_by_lbfgs needs `params`: call update(grads, state, params).")
         s, y = _sub(params, state.prev_params), _sub(grads, state.prev_grad)
-        ok, sy, yy, ss = _pair_is_usable(s, y, state.count > 0)
+        ok, sy, yy, ss = pair_is_usable(s, y, state.count > 0)
         # A zero step (failed line search) restarts: with every ρ = 0 and γ = 0 the stored
         # pairs contribute exact zeros to the two-loop recursion, as empty slots do.
         restart = (state.count > 0) & (ss == 0)
@@ -318,7 +196,7 @@ def scale_by_lbfgs(memory_size: int = DEFAULT_MEMORY, chunked_history: bool = Tr
             prev_params=params,
             prev_grad=grads,
         )
-        return _lbfgs_direction(grads, state, memory_size), state
+        return lbfgs_direction(grads, state, memory_size), state
 
     return optax.GradientTransformationExtraArgs(init, update)
 
@@ -326,7 +204,6 @@ def scale_by_lbfgs(memory_size: int = DEFAULT_MEMORY, chunked_history: bool = Tr
 def lbfgs(
     memory_size: int = DEFAULT_MEMORY,
     linesearch: optax.GradientTransformationExtraArgs | None = None,
-    chunked_history: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     """L-BFGS with a strong-Wolfe line search (N&W Alg. 7.5).
 
@@ -337,14 +214,13 @@ def lbfgs(
       memory_size: number of curvature pairs ``m`` kept.
       linesearch: a line-search transform; default
         ``scale_by_strong_wolfe(c1=1e-4, c2=0.9, initial_step="unit")``.
-      chunked_history: the history's layout (see :func:`scale_by_lbfgs`).
 
     Example:
       >>> import jax, jax.numpy as jnp, jopt
       >>> f = lambda x: jnp.sum((x - 1.0) ** 2)
       >>> res = jopt.minimize(f, jnp.zeros(3), method=jopt.lbfgs())
     """
-    return optax.chain(scale_by_lbfgs(memory_size, chunked_history),
+    return optax.chain(scale_by_lbfgs(memory_size),
                        linesearch or scale_by_strong_wolfe())
 
 
@@ -352,56 +228,29 @@ def lbfgs(
 
 
 class BFGSState(NamedTuple):
-    """State of :func:`scale_by_bfgs`: the dense inverse-Hessian approximation.
-
-    ``inv_hessian`` is a tuple of row blocks whose concatenation is the ``(n, n)`` matrix
-    in ``ravel_pytree`` order: one block, or for small problems a few of at most 512 bytes
-    each, so that XLA:CPU runs the loop inline (see :func:`scale_by_bfgs`).
-    """
+    """State of :func:`scale_by_bfgs`: the dense ``(n, n)`` inverse-Hessian approximation
+    in ``ravel_pytree`` order."""
 
     count: jax.Array
-    inv_hessian: tuple  # row blocks (r_k, n); jnp.concatenate(blocks) is H
+    inv_hessian: jax.Array
     prev_params: PyTree
     prev_grad: PyTree
 
 
-def _bfgs_block_rows(n: int, dtype: Any, chunked: bool) -> list[int]:
-    """Rows per block of the ``(n, n)`` inverse Hessian: one block, unless ``chunked``, on
-    the CPU, and blocks of at most ``_CHUNK_BYTES`` (at most ``_MAX_CHUNKS`` of them) make
-    every buffer small."""
-    row_bytes = n * jnp.dtype(dtype).itemsize
-    if (not chunked or not _inline_backend() or n * row_bytes <= _CHUNK_BYTES
-            or row_bytes > _CHUNK_BYTES):
-        return [n]
-    rows = _CHUNK_BYTES // row_bytes
-    if -(-n // rows) > _MAX_CHUNKS:
-        return [n]
-    return [min(rows, n - start) for start in range(0, n, rows)]
-
-
-def scale_by_bfgs(chunked_hessian: bool = True) -> optax.GradientTransformationExtraArgs:
+def scale_by_bfgs() -> optax.GradientTransformationExtraArgs:
     """BFGS direction ``d = -H_k ∇f`` with the dense inverse update (N&W eq. 6.17).
 
     Before the first update ``H_0`` is rescaled to ``(yᵀs/yᵀy) I`` (N&W eq. 6.20); pairs
     failing the curvature test leave ``H`` unchanged; a zero step since the last call
     restarts from the identity. Memory is ``n²``: meant for ``n`` up to a few thousand.
-
-    ``chunked_hessian``: for small problems (``n²`` over 512 bytes but at most 5 blocks
-    of 512 bytes: 9 <= n <= 16 in float64), keep ``H`` as row blocks of at most 512
-    bytes, so that XLA:CPU runs the loop inline instead of on its thread pool (as
-    :func:`scale_by_lbfgs`'s ``chunked_history``; CPU backend only). ``False``: always
-    one block (pass it for a program you ``vmap``). The directions are the same either way.
     """
-    if not isinstance(chunked_hessian, bool):
-        raise TypeError(f"`chunked_hessian` must be True or False, got {chunked_hessian!r}.")
 
     def init(params: PyTree) -> BFGSState:
         check_float_tree("params", params)
         flat, _ = ravel_pytree(params)
         return BFGSState(
             count=jnp.zeros([], jnp.int32),
-            inv_hessian=_eye_blocks(flat.size, flat.dtype,
-                                    _bfgs_block_rows(flat.size, flat.dtype, chunked_hessian)),
+            inv_hessian=jnp.eye(flat.size, dtype=flat.dtype),
             prev_params=params,
             prev_grad=jax.tree.map(jnp.zeros_like, params),
         )
@@ -416,43 +265,28 @@ def scale_by_bfgs(chunked_hessian: bool = True) -> optax.GradientTransformationE
         # A zero step (failed line search) restarts, as from a fresh state: count 0 gives
         # steepest descent now, and H is rebuilt from the identity at the next pair.
         count = jnp.where((state.count > 0) & (s @ s == 0), 0, state.count)
-        ok, sy, yy, _ = _pair_is_usable(s, y, count > 0)
-        rows = [b.shape[0] for b in state.inv_hessian]
-        eye = _eye_blocks(g.size, g.dtype, rows)
+        ok, sy, yy, _ = pair_is_usable(s, y, count > 0)
+        eye = jnp.eye(g.size, dtype=g.dtype)
         scale = jnp.where(ok & (count == 1), sy / jnp.where(ok, yy, 1.0), 1.0)
-        blocks = tuple(scale * jnp.where(count == 1, e, h)
-                       for e, h in zip(eye, state.inv_hessian, strict=True))
+        h = scale * jnp.where(count == 1, eye, state.inv_hessian)
         safe_sy = jnp.where(ok, sy, 1.0)
-        hy = jnp.concatenate([h @ y for h in blocks])
+        hy = h @ y
         c = (sy + y @ hy) / safe_sy**2
-        starts = np.cumsum([0, *rows])
-        blocks = tuple(
-            jnp.where(ok, h + c * jnp.outer(s[a:b], s)
-                      - (jnp.outer(hy[a:b], s) + jnp.outer(s[a:b], hy)) / safe_sy, h)
-            for h, a, b in zip(blocks, starts[:-1], starts[1:], strict=True))
+        h = jnp.where(ok, h + c * jnp.outer(s, s)
+                      - (jnp.outer(hy, s) + jnp.outer(s, hy)) / safe_sy, h)
         first = count == 0
-        hg = jnp.concatenate([h @ g for h in blocks])
         direction = jnp.where(first, -g / jnp.maximum(jnp.linalg.norm(g),
-                                                       jnp.finfo(g.dtype).tiny), -hg)
-        new_state = BFGSState(count + 1, blocks, params, grads)
-        return unravel(direction), new_state
+                                                       jnp.finfo(g.dtype).tiny), -(h @ g))
+        return unravel(direction), BFGSState(count + 1, h, params, grads)
 
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def _eye_blocks(n: int, dtype: Any, rows: list[int]) -> tuple:
-    """The ``(n, n)`` identity as row blocks of ``rows`` rows each."""
-    starts = np.cumsum([0, *rows])
-    return tuple(jnp.eye(r, n, k=int(a), dtype=dtype) for r, a in zip(rows, starts[:-1],
-                                                                        strict=True))
-
-
 def bfgs(
     linesearch: optax.GradientTransformationExtraArgs | None = None,
-    chunked_hessian: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     """BFGS with a strong-Wolfe line search (N&W Alg. 6.1). See :func:`scale_by_bfgs`."""
-    return optax.chain(scale_by_bfgs(chunked_hessian), linesearch or scale_by_strong_wolfe())
+    return optax.chain(scale_by_bfgs(), linesearch or scale_by_strong_wolfe())
 
 
 # ------------------------------------------------------------------- nonlinear CG

@@ -29,7 +29,7 @@ import optax
 from jopt._checks import check_float_tree, check_learning_rate, check_positive_int
 from jopt.calculus import hvp
 from jopt.transforms._common import ScalarOrSchedule, learning_rate_at, safe_increment
-from jopt.transforms.quasi_newton import LBFGSState, _lbfgs_direction, _pair_is_usable
+from jopt.transforms.quasi_newton import LBFGSState, lbfgs_direction, pair_is_usable
 from jopt.tree import set_row, tree_scale
 
 PyTree = Any
@@ -74,7 +74,7 @@ def sqn_direction(grads: PyTree, state: SQNState, memory_size: int) -> PyTree:
         rho=state.rho, head=state.head,
         gamma=jnp.where(state.num_pairs > 0, state.gamma, 1).astype(state.gamma.dtype),
         prev_params=None, prev_grad=None)
-    return _lbfgs_direction(grads, view, memory_size)
+    return lbfgs_direction(grads, view, memory_size)
 
 
 def curvature_pair(
@@ -221,7 +221,7 @@ def sqn(
         average = tree_scale(1.0 / update_every, iterate_sum)
         form = window_end & (state.num_averages > 0)
         s, y = curvature_pair(hessian_fn, average, state.prev_average, form)
-        ok, sy, yy, _ = _pair_is_usable(s, y, form)
+        ok, sy, yy, _ = pair_is_usable(s, y, form)
         stored = _store_pair(state, s, y, ok, sy, yy)
 
         def at_end(new, old):

@@ -30,7 +30,7 @@ A member whose objective turns NaN ends with ``status = NONFINITE`` at its last 
 point, exactly as in :func:`jopt.minimize`; the other members are unaffected.
 
 References:
-  The segmented loop is the resumable :class:`jopt.minimize.SolverState` API; the
+  The segmented loop is the resumable :class:`jopt.SolverState` API; the
   bucketing follows the usual padding-to-bucket scheme for variable-size batches under
   static-shape compilation (e.g. sequence-length bucketing in TPU/XLA input pipelines).
 """
@@ -46,34 +46,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jopt import _platform as platform
 from jopt._checks import check_float_tree
-from jopt._programs import BoundedJit
-from jopt.minimize import (
-    MinimizeResult,
-    SolverState,
-    Status,
-    _check_args,
-    _check_count,
-    _check_run_options,
-    _compiler_options,
-    _Config,
-    _continue,
-    _history_size,
-    _init_state,
-    _InitConfig,
-    _profile,
-    _resolve_method,
-    _strong,
-    _test_on,
-    minimize_result,
-)
+from jopt.solve import checks
+from jopt.solve.api import minimize_result
+from jopt.solve.loop import LoopConfig, SolverState, continue_state, init_state
+from jopt.solve.registry import resolve_method
+from jopt.solve.status import MinimizeResult, Status
 
 PyTree = Any
 
 __all__ = ["DEFAULT_SEGMENT", "minimize_many"]
 
 DEFAULT_SEGMENT = 16
-"""Iterations per compiled segment (measured in ``benchmarks/minimize_many.py``)."""
+"""Iterations per compiled segment (``benchmarks/minimize_many.py`` measures the choice)."""
 
 _MIN_BUCKET = 32
 
@@ -130,8 +116,7 @@ def minimize_many(
         members sooner but pay a host round trip more often.
       bucket_sizes: batch sizes the running members are padded to (the full batch size is
         always one). Default: powers of two from below the batch size down to 32 (each
-        size compiles once; in ``benchmarks/minimize_many.py`` going on down to 8 saved no
-        time on the CPU).
+        size compiles once).
 
     Returns:
       A batched :class:`jopt.MinimizeResult`: every field has a leading axis over the
@@ -167,40 +152,38 @@ def _minimize_many(
     bucket_sizes: Sequence[int] | None,
 ) -> tuple[MinimizeResult, ManyStats]:
     """:func:`minimize_many` that also reports its :class:`ManyStats`."""
-    tx = _resolve_method(method, batched=True)
     check_float_tree("x0s", x0s)
     for name, value in (("tol", tol), ("ftol", ftol), ("xtol", xtol)):
         if isinstance(value, jax.Array | np.ndarray) and np.ndim(value) != 0:
             raise ValueError(f"`{name}` must be a scalar shared by all members, got shape "
                              f"{np.shape(value)}.")
-    _check_run_options(args, tol, ftol, xtol, maxiter, maxfev)
-    _check_count("history_size", history_size)
-    _check_count("segment", segment)
+    checks.check_run_options(args, tol, ftol, xtol, maxiter, maxfev)
+    checks.check_count("history_size", history_size)
+    checks.check_count("segment", segment)
     size = _batch_size(x0s)
     axes = _normalize_axes(args_axes, args, size)
     buckets = _buckets(bucket_sizes, size)
-    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((x0s, args))):
+    if checks.traced((x0s, args)):
         raise TypeError("`minimize_many` runs a host-side loop over compiled segments and "
                         "cannot be traced (jit/vmap/grad); use `jax.vmap(jopt.minimize)` "
                         "inside a transformation.")
-
-    x0s = jax.tree.map(_strong, x0s)
+    tx = resolve_method(method)
+    x0s = jax.tree.map(checks.strong, x0s)
     dtype = np.result_type(*(leaf.dtype for leaf in jax.tree.leaves(x0s)))
-    config = _Config(fun=fun, maxiter=maxiter, maxfev=maxfev, verbose=0,
-                     ftol_on=_test_on(ftol), xtol_on=_test_on(xtol))
-    tol, ftol, xtol = (_strong(t, dtype) for t in (tol, ftol, xtol))
-    init_config = _InitConfig(fun, _history_size(history, history_size, maxiter))
-
-    # The options profile of `minimize` for one member (same kernels; a vmapped reduction
-    # may still round its last bit differently), as if no loop were outlined: a batch's
-    # loop touches more bytes than jopt.enable_small_loop_kernels' threshold allows.
-    member = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), x0s)
-    profile = _profile(False, member, batched=True)
-    states = _compiled_init(profile)(init_config, tx, axes, x0s, args, tol)
+    # The platform's plan for one member, as a batch (never outlined).
+    member = jax.tree.map(lambda leaf: leaf[0], x0s)
+    member_args = tuple(jax.tree.map(lambda leaf: leaf[0], a) if axis == 0 else a
+                        for a, axis in zip(args, axes, strict=True))
+    the_plan = platform.plan(fun, member, member_args, nested=False, batched=True)
+    config = LoopConfig(fun, maxiter, maxfev, 0, checks.test_on(ftol), checks.test_on(xtol),
+                        the_plan.split, checks.history_length(history, history_size, maxiter))
+    tol, ftol, xtol = (checks.strong(t, dtype) for t in (tol, ftol, xtol))
+    init = platform.compiled(_batched_init, 3, the_plan.profile)
+    run = platform.compiled(_segment_many, 3, the_plan.profile, donate_argnums=(3,))
+    states = init(config, tx, axes, x0s, args, tol)
     status = np.asarray(states.status)
     nit = np.asarray(states.nit)
     steps = np.asarray(segment, np.int32)
-    run = _compiled_segment(profile)
     used, active_counts, lane_iterations = [], [], 0
     while True:
         active = np.flatnonzero(status < 0)
@@ -238,7 +221,7 @@ def _batch_size(x0s: PyTree) -> int:
 
 def _normalize_axes(args_axes: Any, args: tuple, size: int) -> tuple[int | None, ...]:
     """``args_axes`` as a tuple with ``0`` or ``None`` per argument; batch sizes checked."""
-    _check_args(args)
+    checks.check_args(args)
     if args_axes is None or args_axes == 0:
         axes = (args_axes,) * len(args)
     elif isinstance(args_axes, Sequence) and not isinstance(args_axes, str):
@@ -276,7 +259,7 @@ def _buckets(bucket_sizes: Sequence[int] | None, size: int) -> tuple[int, ...]:
         return tuple(sorted(sizes))
     sizes = {size}
     for b in bucket_sizes:
-        _check_count("bucket_sizes entry", b)
+        checks.check_count("bucket_sizes entry", b)
         if b < size:
             sizes.add(int(b))
     return tuple(sorted(sizes))
@@ -286,12 +269,12 @@ def _take(tree: PyTree, idx: jax.Array) -> PyTree:
     return jax.tree.map(lambda a: jnp.take(a, idx, axis=0, mode="clip"), tree)
 
 
-def _batched_init(config: _InitConfig, tx, axes: tuple, x0s, args, tol) -> SolverState:
-    return jax.vmap(lambda x0, a: _init_state(config, tx, x0, a, tol),
+def _batched_init(config: LoopConfig, tx, axes: tuple, x0s, args, tol) -> SolverState:
+    return jax.vmap(lambda x0, a: init_state(config, tx, x0, a, tol),
                     in_axes=(0, axes))(x0s, args)
 
 
-def _segment_many(config: _Config, tx, axes: tuple, states: SolverState, idx: jax.Array,
+def _segment_many(config: LoopConfig, tx, axes: tuple, states: SolverState, idx: jax.Array,
                   args: tuple, tol, ftol, xtol, num_steps) -> SolverState:
     """One segment on the members at ``idx`` (see the module docstring)."""
     size = states.nit.shape[0]
@@ -302,17 +285,6 @@ def _segment_many(config: _Config, tx, axes: tuple, states: SolverState, idx: ja
     sub_args = tuple(_take(a, idx) if axis == 0 else a for a, axis in zip(args, axes,
                                                                           strict=True))
     new = jax.vmap(
-        lambda s, a: _continue(config, tx, s, a, tol, ftol, xtol, num_steps)[0],
+        lambda s, a: continue_state(config, tx, s, a, tol, ftol, xtol, num_steps),
         in_axes=(0, axes))(sub, sub_args)
     return jax.tree.map(lambda full, part: full.at[idx].set(part, mode="drop"), states, new)
-
-
-@functools.cache
-def _compiled_init(profile: str | None) -> Callable:
-    return BoundedJit(_batched_init, 3, compiler_options=_compiler_options(profile))
-
-
-@functools.cache
-def _compiled_segment(profile: str | None) -> Callable:
-    return BoundedJit(_segment_many, 3, donate_argnums=(3,),
-                      compiler_options=_compiler_options(profile))

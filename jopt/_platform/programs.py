@@ -1,14 +1,10 @@
 """A bounded store of compiled programs: ``jax.jit`` with static arguments, minus the leak.
 
 ``jax.jit(fn, static_argnums=...)`` keeps every program it compiled for as long as the
-jitted function lives (up to thousands of entries), and the static arguments with it. jopt's
-drivers take the user's objective as a static argument, and their jitted functions live in
-module-level caches, so every objective ever solved stayed compiled for the life of the
-process. On XLA:CPU a program's kernels occupy memory mappings of their own (~150 for a small
-``minimize`` program), and Linux allows a process 65,530 of them (``vm.max_map_count``):
-solving ~430 distinct objectives in one process — a loop of
-``minimize(lambda w: loss(w, data_i), w0)`` — ended in "LLVM compilation error: Cannot
-allocate memory" and a segmentation fault (measured before this module existed).
+jitted function lives, and the static arguments with it. jopt's drivers take the user's
+objective as a static argument, so without a bound every objective ever solved would stay
+compiled for the life of the process; on XLA:CPU each program holds memory mappings of its
+own, of which Linux allows a process a limited number (``vm.max_map_count``).
 
 :class:`BoundedJit` keeps one ``jax.jit`` of ``functools.partial(fn, *static)`` per distinct
 static value, in one least-recently-used store shared by all of jopt's drivers, holding at
@@ -21,15 +17,14 @@ from __future__ import annotations
 
 import functools
 import threading
+import weakref
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import jax
 
-# At 130-240 memory mappings per program (measured: minimize's programs at n = 3, 1,000 and
-# 10,000) this keeps jopt's share of a process's 65,530 below a quarter, and is more than
-# any working set of problems in the benchmarks (the quasi-Newton suite solves its 69
-# problems one at a time; a minimize_many run uses a few programs).
+# Keeps jopt's share of a process's memory mappings small, and is more than any working
+# set of problems in the benchmarks.
 MAX_PROGRAMS = 64
 
 _PROGRAMS: dict[Hashable, Callable] = {}
@@ -99,3 +94,59 @@ class BoundedJit:
 def held_programs() -> int:
     """How many jitted partials the store holds (for tests)."""
     return len(_PROGRAMS)
+
+
+class FastCalls:
+    """A bounded, thread-safe map from an eager call's static inputs to its compiled
+    program: a repeat call skips the argument checks and conversions (as much Python as a
+    small solve) and calls the program directly. Oldest entries are dropped first."""
+
+    def __init__(self, max_size: int = 64) -> None:
+        self._max = max_size
+        self._items: dict = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any:
+        with self._lock:
+            return self._items.get(key)
+
+    def set(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+            while len(self._items) >= self._max:
+                del self._items[next(iter(self._items))]
+            self._items[key] = value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+class PerObjective:
+    """Values per objective and shapes, kept only while the objective is alive (a cache
+    that held objectives would keep every closure a caller made alive); thread-safe."""
+
+    _PER_FUN = 8  # shapes remembered per objective (oldest dropped)
+
+    def __init__(self) -> None:
+        self._by_fun: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def get(self, fun: Callable | None, shapes: tuple | None) -> Any:
+        try:
+            with self._lock:
+                return self._by_fun.get(fun, {}).get(shapes)
+        except TypeError:  # an objective that is not hashable or weak-referenceable
+            return None
+
+    def set(self, fun: Callable | None, shapes: tuple | None, value: Any) -> None:
+        if shapes is None or fun is None:
+            return
+        try:
+            with self._lock:
+                entry = self._by_fun.setdefault(fun, {})
+                while len(entry) >= self._PER_FUN:
+                    del entry[next(iter(entry))]
+                entry[shapes] = value
+        except TypeError:
+            return

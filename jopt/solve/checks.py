@@ -1,0 +1,92 @@
+"""Argument checks and conversions shared by the solve layer's entry points (host side,
+trace time): each error names the argument, what was wrong, and the fix."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import jax
+import numpy as np
+
+from jopt._checks import is_concrete_number
+
+__all__ = ["check_args", "check_count", "check_run_options", "check_tolerance",
+           "check_verbose", "history_length", "strong", "test_on", "traced"]
+
+
+def check_tolerance(name: str, value: Any, allow_zero: bool) -> None:
+    """A tolerance: a real number or a 0-d real array; concrete ones ``> 0`` (``>= 0``)."""
+    real = isinstance(value, numbers.Real | np.floating | np.integer) and not isinstance(
+        value, bool | np.bool_)
+    array = isinstance(value, jax.Array | np.ndarray) and (
+        np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer))
+    if not (real or (array and np.ndim(value) == 0)):
+        kind = (f"an array of shape {np.shape(value)}" if array
+                else f"{type(value).__name__} {value!r}")
+        raise TypeError(f"`{name}` must be a real number or a 0-d real array (vmap "
+                        f"`minimize` to use one per problem), got {kind}.")
+    if is_concrete_number(value):
+        v = float(value)
+        if not (v > 0 or (allow_zero and v == 0)):
+            need = ">= 0" if allow_zero else "> 0"
+            raise ValueError(f"`{name}` must be {need}, got {value!r}.")
+
+
+def check_count(name: str, value: Any) -> None:
+    """A count: ``None`` or a Python int ``>= 1``."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"`{name}` must be a Python int >= 1, got {value!r}.")
+    if value < 1:
+        raise ValueError(f"`{name}` must be >= 1, got {value}.")
+
+
+def check_args(args: Any) -> None:
+    if not isinstance(args, tuple):
+        raise TypeError(f"`args` must be a tuple of extra arguments of `fun`, got {type(args)}.")
+
+
+def check_verbose(verbose: Any) -> None:
+    if isinstance(verbose, bool) or not isinstance(verbose, int) or verbose < 0:
+        raise ValueError(f"`verbose` must be an int >= 0 (print every k iterations), got "
+                         f"{verbose!r}.")
+
+
+def check_run_options(args: Any, tol: Any, ftol: Any, xtol: Any, maxiter: Any,
+                      maxfev: Any) -> None:
+    """The checks of every loop entry point."""
+    check_args(args)
+    check_tolerance("tol", tol, allow_zero=False)
+    check_tolerance("ftol", ftol, allow_zero=True)
+    check_tolerance("xtol", xtol, allow_zero=True)
+    check_count("maxiter", maxiter)
+    check_count("maxfev", maxfev)
+
+
+def history_length(history: bool, history_size: int | None, maxiter: int) -> int:
+    """Length of the history buffers (0 without history)."""
+    return (history_size or maxiter + 1) if history else 0
+
+
+def traced(tree: Any) -> bool:
+    """Whether any leaf of ``tree`` is a tracer (we run inside a caller's transformation)."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
+
+
+def test_on(value: Any) -> bool:
+    """Whether an ``ftol``/``xtol`` test is compiled in (anything but a concrete 0)."""
+    return not (is_concrete_number(value) and float(value) == 0.0)
+
+
+def strong(a: Any, dtype: Any = None) -> Any:
+    """``a`` as a strongly-typed array (of ``dtype``), converting only when needed (a
+    weakly-typed ``x0`` must hit the same compiled program as an ordinary array)."""
+    if dtype is not None and is_concrete_number(a) and not isinstance(a, jax.Array):
+        return np.asarray(a, dtype)
+    current = getattr(a, "dtype", None)
+    if current is None or getattr(a, "weak_type", False) or (
+            dtype is not None and current != dtype):
+        return jax.lax.convert_element_type(a, dtype or jax.numpy.result_type(a))
+    return a

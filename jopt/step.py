@@ -1,0 +1,141 @@
+"""The step protocol: what a transform tells the solver loop after one step.
+
+Every jopt optimizer is an ``optax.GradientTransformationExtraArgs``. A transform that
+evaluates the objective itself (a line search, a trust region, Hessian-free, Newton)
+keeps a :class:`StepRecord` in its state: the value and gradient at the new point, the
+step length taken, whether the step failed, whether the direction was reset to steepest
+descent, and the work done so far (:class:`Work`). A transform that evaluates curvature
+without taking the step (a Newton-CG direction, SQN) keeps only a :class:`Work`.
+
+The loop of :func:`jopt.minimize` reads a state through :func:`step_record` alone:
+
+* a record found: the new point's value and gradient are taken from it (nothing is
+  evaluated twice), a ``FAILED`` step counts towards the failure rule, and the counters
+  are the record's work;
+* no record (a plain optax transform): the loop evaluates ``f`` and ``∇f`` itself.
+
+Two rules complete the contract. A transform whose last step failed (a zero step)
+restarts itself at its next update (quasi-Newton memory cleared, trust radius reset):
+the loop never replaces a state, and a second failure in a row ends the run. And the
+counters are cumulative over the transform's life, so resuming a saved state continues
+them.
+
+Example — steepest descent with Armijo backtracking as a new method::
+
+    def steepest_descent():
+        return optax.chain(optax.scale(-1.0), jopt.scale_by_backtracking())
+
+    jopt.minimize(fun, x0, method=steepest_descent())   # counters and statuses honest
+
+(:func:`jopt.scale_by_backtracking` fills the record; see the solver-protocol guide for a
+method that fills its own.)
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+
+__all__ = ["StepRecord", "StepStatus", "Work", "step_record", "total_work"]
+
+
+class StepStatus(enum.IntEnum):
+    """:attr:`StepRecord.status`: the outcome of a transform's last step."""
+
+    ACCEPTED = 0  # a step was taken (or none was needed)
+    FAILED = 1  # no acceptable step found: a zero step was taken
+
+
+class Work(NamedTuple):
+    """Cumulative evaluations a transform has made (int32 scalars).
+
+    Attributes:
+      nfev: evaluations of ``f`` (each with its gradient: jopt evaluates both together).
+      njev: extra gradient evaluations (e.g. the gradient each ``jax.linearize`` of a
+        Newton step recomputes).
+      nhvp: Hessian- (or Gauss-Newton-) vector products.
+      nhess: dense Hessians formed.
+    """
+
+    nfev: jax.Array
+    njev: jax.Array
+    nhvp: jax.Array
+    nhess: jax.Array
+
+    @classmethod
+    def zeros(cls) -> Work:
+        """No work yet."""
+        zero = jnp.zeros([], jnp.int32)
+        return cls(zero, zero, zero, zero)
+
+    def add(self, nfev: Any = 0, njev: Any = 0, nhvp: Any = 0, nhess: Any = 0) -> Work:
+        """These counts plus the given ones (kept as int32)."""
+        return Work(*(jnp.asarray(a + b, jnp.int32) for a, b in
+                      zip(self, (nfev, njev, nhvp, nhess), strict=True)))
+
+
+class StepRecord(NamedTuple):
+    """What a transform that evaluates the objective reports after a step.
+
+    Attributes:
+      value: ``f`` at the new point (the old point's after a rejected step).
+      grad: ``∇f`` there, shaped like the parameters.
+      step: the step length taken along the direction (0: rejected or failed).
+      slope: the first-order change of ``f`` predicted for the full step (``∇fᵀd`` for a
+        line search, minus the model decrease for a trust region); a failure where it is at
+        rounding level of ``f`` is a precision limit, not a failure of the method.
+      status: a :class:`StepStatus` code.
+      reset: the direction was replaced by steepest descent (it was not a descent one).
+      work: the transform's cumulative :class:`Work`.
+    """
+
+    value: jax.Array
+    grad: PyTree
+    step: jax.Array
+    slope: jax.Array
+    status: jax.Array
+    reset: jax.Array
+    work: Work
+
+    @classmethod
+    def initial(cls, params: PyTree) -> StepRecord:
+        """The record before the first step (value ``inf``, zero gradient, no work)."""
+        dtype = jnp.result_type(*jax.tree.leaves(params))
+        zero = jnp.zeros([], dtype)
+        return cls(value=jnp.full([], jnp.inf, dtype),
+                   grad=jax.tree.map(jnp.zeros_like, params), step=zero, slope=zero,
+                   status=jnp.asarray(StepStatus.ACCEPTED, jnp.int32),
+                   reset=jnp.zeros([], bool), work=Work.zeros())
+
+
+def _nodes(state: PyTree, kind: type) -> list:
+    return [n for n in jax.tree.leaves(state, is_leaf=lambda n: isinstance(n, kind))
+            if isinstance(n, kind)]
+
+
+def total_work(state: PyTree) -> Work:
+    """The sum of every :class:`Work` in a transform's state (records' included)."""
+    works = _nodes(state, Work)
+    total = Work.zeros()
+    for w in works:
+        total = total.add(*w)
+    return total
+
+
+def step_record(state: PyTree) -> StepRecord | None:
+    """The step record of a transform's state, or ``None`` if it keeps none.
+
+    For a chain (``optax.chain(direction, search)``) it is the last transform's record —
+    the one that took the step — with the work of the whole chain summed into it (a
+    Newton-CG direction's products and its search's evaluations). Which record exists is
+    a matter of the state's structure, so the answer is known when tracing.
+    """
+    records = _nodes(state, StepRecord)
+    if not records:
+        return None
+    return records[-1]._replace(work=total_work(state))
