@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test-small-loops test test-slow demo bench lint clean
+.PHONY: test test-generic test-small-loops test-slow demo bench lint clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,15 +25,19 @@ $(VENV)/.bench-deps: pyproject.toml | $(VENV)/bin/python
 test: $(VENV)/.test-deps
 	$(PY) -m ruff check jopt tests examples benchmarks
 	$(PY) -m pytest -q -n 2
-	$(MAKE) test-small-loops
+	$(MAKE) test-generic
 
-# The solver tests again in processes started with jopt.enable_small_loop_kernels()'s
-# setting (XLA:CPU outlines each small loop into one kernel; results may differ in the
-# last bits, so the tests must hold either way).
+# The solver battery under the generic platform policy: the plain path GPUs and TPUs get
+# (no XLA:CPU options, no outlining), exercised on every commit.
+test-generic: $(VENV)/.test-deps
+	JOPT_PLATFORM=generic $(PY) -m pytest -q -n 2 tests/test_battery.py tests/test_protocol.py
+
+# The solver tests in processes started with jopt.enable_small_loop_kernels()'s setting
+# (XLA:CPU outlines each small loop into one kernel; results may differ in the last bits).
 test-small-loops: $(VENV)/.test-deps
 	XLA_FLAGS="$$($(PY) -c 'import jopt; print(jopt.small_loop_flags())')" \
 		$(PY) -m pytest -q -n 2 tests/test_minimize.py tests/test_solver_state.py \
-		tests/test_small_layouts.py tests/test_xla_cpu.py
+		tests/platform/test_xla_cpu.py
 
 test-slow: $(VENV)/.test-deps
 	JOPT_FULL_SIZE=1 $(PY) -m pytest -q -n 2 -m slow

@@ -94,11 +94,8 @@ def train(opt: optax.GradientTransformation, params: dict, data: dict, seed: int
 
 
 def find_hvp_count(state) -> int | None:
-    """``num_hvp`` of the first jopt state inside an (optax-chained) state, if any."""
-    for leaf in jax.tree.leaves(state, is_leaf=lambda s: hasattr(s, "num_hvp")):
-        if hasattr(leaf, "num_hvp"):
-            return int(leaf.num_hvp)
-    return None
+    """Hessian-vector products recorded in an (optax-chained) state, if it counts any."""
+    return int(jopt.total_work(state).nhvp) or None
 
 
 def compare_optimizers(params0: dict, train_set: dict, test_set: dict) -> tuple[list, dict]:

@@ -7,6 +7,7 @@ jopt mix freely.
 
 from jopt import compress, distributed
 from jopt._checks import JoptWarning
+from jopt._platform import enable_small_loop_kernels, platform_policy, small_loop_flags
 from jopt.calculus import (
     gnvp,
     gnvp_fn,
@@ -95,7 +96,6 @@ from jopt.transforms import (
     sqn,
     trust_ncg,
 )
-from jopt._platform import enable_small_loop_kernels, platform_policy, small_loop_flags
 
 __version__ = "0.1.0"
 
@@ -124,9 +124,9 @@ __all__ = [
     "SolverState",
     "SpectralDensityResult",
     "Status",
+    "SteihaugResult",
     "StepRecord",
     "StepStatus",
-    "SteihaugResult",
     "SweepResult",
     "TrustNCGState",
     "Work",

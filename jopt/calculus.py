@@ -84,6 +84,32 @@ def value_and_grad_fn(
     return _value_and_grad_fn(f, x, split, "f")
 
 
+class Objective:
+    """A scalar function ``x -> f(x)`` that carries its value-and-gradient form.
+
+    ``jopt.minimize`` passes its objective to transforms as such a ``value_fn``, so that a
+    search evaluates ``(f, ∇f)`` in the form chosen for this objective (see
+    :func:`value_and_grad_fn`'s ``split``); any plain callable works as well.
+    """
+
+    __slots__ = ("__weakref__", "fn", "value_and_grad")
+
+    def __init__(self, fn: ScalarFn, value_and_grad: Callable[[PyTree], tuple]) -> None:
+        self.fn, self.value_and_grad = fn, value_and_grad
+
+    def __call__(self, x: PyTree) -> jax.Array:
+        return self.fn(x)
+
+
+def value_and_grad_of(f: ScalarFn, x: PyTree, name: str = "value_fn"
+                      ) -> Callable[[PyTree], tuple[jax.Array, PyTree]]:
+    """``f``'s own value-and-gradient form (an :class:`Objective`'s), else
+    ``jax.value_and_grad(f)`` after checking that ``f`` returns a real scalar at ``x``."""
+    if isinstance(f, Objective):
+        return f.value_and_grad
+    return _value_and_grad_fn(f, x, False, name)
+
+
 def _value_and_grad_fn(f: ScalarFn, x: PyTree, split: bool, name: str
                        ) -> Callable[[PyTree], tuple[jax.Array, PyTree]]:
     """:func:`value_and_grad_fn`, naming ``f`` as ``name`` in its errors."""

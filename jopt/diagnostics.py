@@ -44,7 +44,6 @@ References:
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
@@ -54,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from jopt import _platform as platform
 from jopt._checks import (
     check_float_tree,
     check_nonnegative,
@@ -61,9 +61,8 @@ from jopt._checks import (
     check_scalar_output,
     is_concrete_number,
 )
-from jopt import _platform as platform
 from jopt.calculus import hvp_fn
-from jopt.linalg import _safe_div, lanczos, tridiagonal_eigh
+from jopt.linalg import lanczos, safe_div, tridiagonal_eigh
 
 PyTree = Any
 LossFn = Callable[..., jax.Array]
@@ -314,11 +313,11 @@ def _lanczos_with_restarts(
     dtype = v0.dtype
     rel_tol = 100 * jnp.finfo(dtype).eps
     one, zero = jnp.ones([], dtype), jnp.zeros([], dtype)
-    q0 = v0 * _safe_div(one, jnp.linalg.norm(v0))
+    q0 = v0 * safe_div(one, jnp.linalg.norm(v0))
 
     def restart_direction(basis: jax.Array) -> jax.Array:
         r = _orthogonalize(basis, _least_covered_coordinate(basis))
-        return r * _safe_div(one, jnp.linalg.norm(r))
+        return r * safe_div(one, jnp.linalg.norm(r))
 
     def body(j, carry):
         basis, alphas, betas, q, q_prev, beta_prev, anorm, restarts = carry
@@ -333,7 +332,7 @@ def _lanczos_with_restarts(
         restart = exhausted & (j < m - 1)
         beta = jnp.where(exhausted, 0, beta)
         q_next = jax.lax.cond(restart, restart_direction,
-                              lambda _: w * _safe_div(one, beta), basis)
+                              lambda _: w * safe_div(one, beta), basis)
         return (basis, alphas.at[j].set(alpha), betas.at[j].set(beta), q_next, q, beta,
                 anorm, restarts + restart.astype(jnp.int32))
 

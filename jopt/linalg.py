@@ -101,7 +101,7 @@ def _check_maxiter(maxiter: int | None, tree: PyTree) -> int:
     return int(maxiter)
 
 
-def _safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
+def safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
     """``num / den`` with 0 where ``den == 0`` (no NaN in masked-out lanes)."""
     ok = den != 0
     return jnp.where(ok, num / jnp.where(ok, den, 1), 0)
@@ -233,7 +233,7 @@ def cg(
         r = tree_add_scaled(c.r, -alpha, ap)
         z = apply_m(r)
         rz = tree_vdot(r, z)
-        beta = _safe_div(rz, c.rz)
+        beta = safe_div(rz, c.rz)
         p = tree_select(negative, c.p, tree_add_scaled(z, beta, c.p))
         return _CGCarry(
             i=c.i + 1,
@@ -315,7 +315,7 @@ def _boundary_tau(zz: jax.Array, zd: jax.Array, dd: jax.Array, radius2: jax.Arra
     c = jnp.minimum(zz - radius2, 0)  # <= 0: z is inside (up to rounding)
     root = jnp.sqrt(zd * zd - dd * c)  # >= |zd|
     # (-zd + root)/dd when zd <= 0; the equal form -c/(zd + root) when zd > 0.
-    return jnp.where(zd > 0, _safe_div(-c, zd + root), _safe_div(root - zd, dd))
+    return jnp.where(zd > 0, safe_div(-c, zd + root), safe_div(root - zd, dd))
 
 
 def steihaug_cg(
@@ -407,7 +407,7 @@ def steihaug_cg(
         r = tree_add_scaled(c.r, alpha, bd)
         v = apply_m(r)
         rv = tree_vdot(r, v)
-        beta = _safe_div(rv, c.rv)
+        beta = safe_div(rv, c.rv)
         d = tree_add_scaled(tree_scale(-1.0, v), beta, c.d)
         if exact_norms:
             zz, zd, dd = tree_vdot(z, z), tree_vdot(z, d), tree_vdot(d, d)
@@ -561,7 +561,7 @@ def lanczos(
 
     norm0 = tree_l2_norm(v0)
     dead0 = ~(norm0 > 0)
-    q0 = tree_scale(_safe_div(jnp.ones([], dtype), norm0), v0)
+    q0 = tree_scale(safe_div(jnp.ones([], dtype), norm0), v0)
     zero = jnp.zeros([], dtype)
 
     def body(j, carry):
@@ -576,7 +576,7 @@ def lanczos(
         beta = tree_l2_norm(w)
         stop = dead | ~(beta > rel_tol * anorm)  # also catches NaN
         beta = jnp.where(stop, 0, beta)
-        q_next = tree_scale(_safe_div(jnp.ones([], dtype), beta), w)  # zero when stopped
+        q_next = tree_scale(safe_div(jnp.ones([], dtype), beta), w)  # zero when stopped
         alphas = set_row(alphas, j, jnp.where(dead, 0, alpha))
         betas = set_row(betas, j, beta)
         k = k + jnp.where(dead, 0, 1).astype(jnp.int32)

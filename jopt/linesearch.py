@@ -3,7 +3,7 @@
 A line search receives a search direction ``d`` as its ``updates`` and returns ``α·d``.
 It needs the objective: pass ``value_fn`` (params -> scalar) as an extra argument, and
 preferably ``value`` and ``grad`` at ``params`` (else they are evaluated and counted);
-``value_and_grad_fn`` (params -> (f, ∇f)) may replace ``jax.value_and_grad(value_fn)``.
+a :class:`jopt.calculus.Objective` ``value_fn`` brings its own value-and-gradient form.
 The accepted point's value and gradient are kept in the state's :class:`jopt.StepRecord`
 (the step protocol, :mod:`jopt.step`), so a driver reuses them and no evaluation is
 repeated.
@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from jopt._checks import check_in_range, check_positive_int
-from jopt.calculus import _value_and_grad_fn
+from jopt.calculus import value_and_grad_of
 from jopt.step import StepRecord, StepStatus
 from jopt.tree import tree_add_scaled, tree_inf_norm, tree_scale, tree_select, tree_vdot
 
@@ -390,7 +390,6 @@ def _make_line_search(search: Callable, initial_step: str) -> optax.GradientTran
         value: jax.Array | None = None,
         grad: PyTree = None,
         value_fn: Callable[[PyTree], jax.Array] | None = None,
-        value_and_grad_fn: Callable[[PyTree], tuple[jax.Array, PyTree]] | None = None,
         **extra: Any,
     ) -> tuple[PyTree, LineSearchState]:
         del extra
@@ -400,8 +399,7 @@ def _make_line_search(search: Callable, initial_step: str) -> optax.GradientTran
                 "value=f, grad=g, value_fn=fun)` (value and grad at `params` are optional "
                 "but save one evaluation)."
             )
-        value_and_grad = value_and_grad_fn or _value_and_grad_fn(value_fn, params, False,
-                                                                   "value_fn")
+        value_and_grad = value_and_grad_of(value_fn, params)
         given = value is not None and grad is not None
         if not given:
             value, grad = value_and_grad(params)

@@ -98,7 +98,7 @@ def test_matches_reference_with_the_same_probes(config):
         for n in r:
             np.testing.assert_allclose(u[n], r[n], rtol=1e-10, atol=1e-14)
     assert isinstance(state, AdaHessianState)
-    assert int(state.num_hvp) == 6 and int(state.count) == 6
+    assert int(state.work.nhvp) == 6 and int(state.count) == 6
 
 
 def separable(a, c):
@@ -159,7 +159,7 @@ def test_chain_with_clipping_equals_clipping_first():
         ref, s = manual(x, s)
         for n in ref:
             np.testing.assert_allclose(u[n], ref[n], rtol=1e-12)
-    assert int(state[1].num_hvp) == 3
+    assert int(state[1].work.nhvp) == 3
 
 
 def test_vmap_over_learning_rates():

@@ -116,11 +116,11 @@ def test_newton_cg_user_loop_resumes_bitwise(tmp_path):
 
     assert_trees_identical((x, s), (x_full, s_full))
     assert_trees_identical(traj_a + traj_b, traj_full)
-    assert int(s_full[0].num_hvp) > 0 and float(f(x_full)) < 0.2 * float(f(x0))
+    assert int(s_full[0].work.nhvp) > 0 and float(f(x_full)) < 0.2 * float(f(x0))
 
 
 def test_lbfgs_minimize_resumes_bitwise(tmp_path):
-    from jopt.minimize import minimize_init, minimize_result, minimize_run
+    from jopt import minimize_init, minimize_result, minimize_run
 
     def f(x, scale):  # extended Rosenbrock (MGH #21) with a traced argument
         pairs = x.reshape(-1, 2)

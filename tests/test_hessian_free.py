@@ -202,7 +202,7 @@ def test_minibatch_training_with_extra_args_in_a_chain():
     assert float(values[-1]) < 1e-6 * float(values[0])
     np.testing.assert_allclose(w, w_true, atol=1e-4)
     hf_state = state[0]
-    assert int(hf_state.num_hvp) > 0 and int(hf_state.num_grad_evals) == 0
+    assert int(hf_state.record.work.nhvp) > 0 and int(hf_state.record.work.njev) == 0
 
 
 # ---------------------------------------------------------------- oracles per step

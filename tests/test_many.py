@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 import jopt
-from jopt.many import _minimize_many, minimize_many
+from jopt import _platform as platform
+from jopt.solve.many import _minimize_many, minimize_many
 
-_many_module = sys.modules["jopt.many"]
+_many_module = sys.modules["jopt.solve.many"]
 
 
 def extended_rosenbrock(x):
@@ -133,7 +134,8 @@ def test_compiled_once_per_bucket_size_and_reused():
         assert set(stats.buckets) == {10, 8}
         assert len(stats.buckets) > 2  # buckets are reused across segments
 
-    segment_jit = _many_module._compiled_segment("cpu-small")  # 3 elements per member
+    segment_jit = platform.compiled(_many_module._segment_many, 3, "cpu-small",
+                                    donate_argnums=(3,))  # 3 elements per member
     before = segment_jit._cache_size()
     solve(0)
     n_traces = len(traces)

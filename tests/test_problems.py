@@ -14,8 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
-
-from benchmarks.problems import (
+from problems import (
     Problem,
     large_problems,
     logistic_problems,

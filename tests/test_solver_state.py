@@ -6,17 +6,16 @@ Oracle: ``jopt.minimize`` itself — a solve cut into segments must reproduce it
 
 from __future__ import annotations
 
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jopt
-from jopt.minimize import SolverState, minimize_init, minimize_result, minimize_run
-
-_minimize_module = sys.modules["jopt.minimize"]
+from jopt import SolverState, minimize_init, minimize_result, minimize_run
+from jopt import _platform as platform
+from jopt._platform import options
+from jopt.solve import api
 
 
 def extended_rosenbrock(x):
@@ -68,7 +67,7 @@ def test_segmented_run_is_bitwise_minimize(method):
 
 
 @pytest.mark.parametrize("method", ["lbfgs", "newton-cg"])
-@pytest.mark.parametrize("size, profile", [("_SMALL", "cpu-mid"), ("_MID", "cpu")])
+@pytest.mark.parametrize("size, profile", [("SMALL", "cpu-mid"), ("MID", "cpu")])
 def test_segmented_run_is_bitwise_minimize_above_the_small_size(method, size, profile,
                                                                 monkeypatch):
     # Above `_SMALL` (and `_MID`) elements the programs compile with other option profiles;
@@ -76,12 +75,15 @@ def test_segmented_run_is_bitwise_minimize_above_the_small_size(method, size, pr
     # profiles are chosen as without jopt.enable_small_loop_kernels (which maps mid sizes to
     # cpu-small), so this also runs in a process started with that setting.
     monkeypatch.delenv("XLA_FLAGS", raising=False)
-    n = getattr(_minimize_module, size) + 2
+    n = getattr(options, size) + 2
     x0 = jnp.tile(ROSEN_X0, n // 4 + 1)[:n]
-    assert _minimize_module._profile(False, x0) == profile
-    assert _minimize_module._profile(False, x0[:-2]) == (
-        "cpu-small" if size == "_SMALL" else "cpu-mid")
-    assert _minimize_module._profile(True, ROSEN_X0) is None
+
+    def profile_of(x):
+        return options.profile_for(x.size, batched=False, outline=False, small_loops=None)
+
+    assert profile_of(x0) == profile
+    assert profile_of(x0[:-2]) == ("cpu-small" if size == "SMALL" else "cpu-mid")
+    assert platform.plan(extended_rosenbrock, ROSEN_X0, (), nested=True).profile is None
     res = jopt.minimize(extended_rosenbrock, x0, method=method, maxiter=12)
     assert_bitwise(minimize_result(segmented(extended_rosenbrock, x0, [5, 7], method=method,
                                              maxiter=12)), res)
@@ -188,11 +190,9 @@ def test_pieces_are_compiled_once_for_new_values():
     # The jitted programs of this problem's options profile (3 elements: not the default's;
     # "cpu-outlined" on the CPU, where the program is compiled as one function).
     x = jnp.zeros(3)
-    backend = _minimize_module._profile(
-        False, x, outline=_minimize_module._outline(False, x, f, (3.0,)))
-    jitted = [_minimize_module._compiled_init(backend),
-              _minimize_module._compiled_segment(backend),
-              _minimize_module._compiled_loop(backend)]
+    profile = platform.plan(f, x, (3.0,), nested=False).profile
+    jitted = [platform.compiled(program, 3, profile) for program in
+              (api._init_program, api._segment_program, api._minimize_program)]
 
     def solve(k):
         state = minimize_init(f, jnp.full(3, float(k)), args=(3.0 + k,), method="bfgs",

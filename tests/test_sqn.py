@@ -91,7 +91,7 @@ def test_curvature_pairs_are_exact_hessian_vector_products_of_averages():
         np.testing.assert_allclose(final.rho[slot], 1.0 / (s @ a @ s), rtol=1e-12)
     s3 = averages[3] - averages[2]
     np.testing.assert_allclose(final.gamma, (s3 @ a @ s3) / (s3 @ a @ a @ s3), rtol=1e-12)
-    assert int(final.num_pairs) == int(final.num_hvp) == 3 and int(final.num_skipped) == 0
+    assert int(final.num_pairs) == int(final.work.nhvp) == 3 and int(final.num_skipped) == 0
     assert int(final.head) == 1 and int(final.num_averages) == 4
 
 
@@ -115,7 +115,7 @@ def test_zero_curvature_pairs_are_skipped_without_nan():
     _, gs, us, states = deterministic_run(jopt.sqn(lr, memory_size=3, update_every=L), 5 * L,
                                           linear)
     last = pick(states, 5 * L - 1)
-    assert int(last.num_pairs) == 0 and int(last.num_skipped) == 4 == int(last.num_hvp)
+    assert int(last.num_pairs) == 0 and int(last.num_skipped) == 4 == int(last.work.nhvp)
     assert bool(jnp.all(jnp.isfinite(us)))
     assert bool(jnp.all(last.rho == 0)) and float(last.gamma) == 0.0
     np.testing.assert_allclose(us, -lr * gs, rtol=1e-15)  # stays SGD
@@ -199,7 +199,7 @@ def test_beats_sgd_with_the_same_learning_rate_and_steps():
     sgd_loss, _ = jit(lambda: train(optax.with_extra_args_support(optax.sgd(lr))))()
     excess_sqn, excess_sgd = float(sqn_loss - best), float(sgd_loss - best)
     assert 0 < excess_sqn < 0.25 * excess_sgd, (excess_sqn, excess_sgd)
-    assert int(state.num_hvp) == steps // 10 - 1 == int(state.num_pairs)
+    assert int(state.work.nhvp) == steps // 10 - 1 == int(state.num_pairs)
 
 
 def test_state_structure_and_dtype_are_stable():

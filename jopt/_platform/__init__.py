@@ -134,11 +134,17 @@ def _sharded(x: Any) -> bool:
                for leaf in jax.tree.leaves(x))
 
 
-@functools.cache
 def compiled(fn: Callable, num_static: int, profile: str | None,
              donate_argnums: tuple = ()) -> BoundedJit:
     """``fn`` jitted with ``num_static`` static leading arguments and the compile options of
-    ``profile`` (those this XLA accepts), its programs in the bounded store."""
+    ``profile`` (those this XLA accepts), its programs in the bounded store; one object per
+    arguments, so its compiled programs are reused."""
+    return _compiled(fn, num_static, profile, tuple(donate_argnums))
+
+
+@functools.cache
+def _compiled(fn: Callable, num_static: int, profile: str | None,
+              donate_argnums: tuple) -> BoundedJit:
     return BoundedJit(fn, num_static, donate_argnums=donate_argnums,
                       compiler_options=_options.compiler_options(profile))
 

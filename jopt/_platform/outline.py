@@ -31,7 +31,7 @@ from jopt._platform.probe import xla_metadata
 #   fusions, which the legacy emitter refuses ("Fusion kind not implemented on CPU": at
 #   n = 10,000, and for a small MLP's matrix products). Such refusals are errors at
 #   compile time, so jopt.minimize also retries without outlining when one occurs.
-#   A program compiled with `FUSIONS_OFF` (jopt._platform.options) among its compiler options gets no
+#   A program compiled with `FUSIONS_OFF` (jopt._platform.options) gets no
 #   YNNPACK fusions, so there the size limit is lifted (`library_fusions=False`);
 #   matrix products stay refused;
 # * array constants: the emitter aborted (IrEmitter::EmitGlobalBufferPointer, "All or

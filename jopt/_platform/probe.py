@@ -44,7 +44,7 @@ def _accepted(items: tuple) -> tuple:
         return items
     kept = tuple(item for item in items if _compiles(dict([item])))
     dropped = sorted(k for k, _ in items if (k, dict(items)[k]) not in kept)
-    warn_once("options:" + ",".join(dropped),
+    warn_once("options",
               f"jopt: this jaxlib refuses the XLA compile options {dropped}; jopt compiles "
               "without them (same results, possibly slower).")
     return kept

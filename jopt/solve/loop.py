@@ -2,7 +2,7 @@
 
 One iteration::
 
-    transform.update(g, state, x, value=f, grad=g, value_fn=fun, value_and_grad_fn=vg)
+    transform.update(g, state, x, value=f, grad=g, value_fn=fun)
         -> updates, state   ──►   x + updates   ──►   f, ∇f at the new point
                                                       (the step record's, else evaluated)
         -> stopping tests (gradient, f / x change, failures, stall, limits) -> status
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from jopt._checks import check_scalar_output
-from jopt.calculus import value_and_grad_fn
+from jopt.calculus import Objective, value_and_grad_fn
 from jopt.solve.status import MinimizeResult, Status
 from jopt.step import StepStatus, step_record, total_work
 from jopt.tree import set_row, tree_inf_norm
@@ -92,9 +92,11 @@ class LoopConfig(NamedTuple):
     history_size: int = 0
 
 
-def _value_and_grad(config: LoopConfig, args: tuple, x: PyTree) -> tuple[Callable, Callable]:
+def _value_and_grad(config: LoopConfig, args: tuple, x: PyTree) -> tuple[Objective, Callable]:
+    """The objective of ``x`` alone (carrying its value-and-gradient form) and that form."""
     value_fn = lambda y: config.fun(y, *args)  # noqa: E731
-    return value_fn, value_and_grad_fn(value_fn, x, split=config.split)
+    vg = value_and_grad_fn(value_fn, x, split=config.split)
+    return Objective(value_fn, vg), vg
 
 
 def init_state(config: LoopConfig, tx: optax.GradientTransformationExtraArgs, x0: PyTree,
@@ -146,7 +148,7 @@ def _body(config: LoopConfig, tx: optax.GradientTransformationExtraArgs, args: t
         value_fn, vg = _value_and_grad(config, args, s.x)
         dtype = jnp.result_type(*jax.tree.leaves(s.x))
         updates, opt_state = tx.update(s.g, s.opt_state, s.x, value=s.f, grad=s.g,
-                                       value_fn=value_fn, value_and_grad_fn=vg)
+                                       value_fn=value_fn)
         x_new = optax.apply_updates(s.x, updates)
         record = step_record(opt_state)
         nfev = s.nfev

@@ -80,3 +80,6 @@ class MinimizeResult(NamedTuple):
     def message(self) -> Any:
         """Text for ``status`` (a numpy array of texts for a batched result)."""
         return message(self.status)
+
+
+Status.MESSAGES = MESSAGES  # (Status.MESSAGES[code]: the text of a code)

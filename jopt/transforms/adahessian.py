@@ -31,6 +31,7 @@ from jopt._checks import (
     check_scalar_output,
     is_concrete_number,
 )
+from jopt.step import Work
 from jopt.transforms._common import (
     PyTree,
     ScalarOrSchedule,
@@ -39,7 +40,7 @@ from jopt.transforms._common import (
     safe_increment,
     zeros_like_tree,
 )
-from jopt.transforms.first_order import MaskOrFn, _as, _resolve_mask
+from jopt.transforms.first_order import MaskOrFn, as_dtype, resolve_mask
 
 __all__ = ["AdaHessianState", "adahessian"]
 
@@ -54,14 +55,14 @@ class AdaHessianState(NamedTuple):
       key: PRNG key (``uint32[2]``) of the next Rademacher probe.
       mu: first moment (EMA of gradients).
       nu: second moment (EMA of the squared, spatially averaged Hessian diagonal).
-      num_hvp: Hessian-vector products made (one per step), int32.
+      work: the :class:`jopt.Work` done (``nhvp``: one Hessian-vector product per step).
     """
 
     count: jax.Array
     key: jax.Array
     mu: PyTree
     nu: PyTree
-    num_hvp: jax.Array
+    work: Work
 
 
 def _check_block_size(name: str, b: Any) -> None:
@@ -192,7 +193,7 @@ def adahessian(
         zero = jnp.zeros([], jnp.int32)
         return AdaHessianState(count=zero, key=jax.random.PRNGKey(seed),
                                mu=zeros_like_tree(params), nu=zeros_like_tree(params),
-                               num_hvp=zero)
+                               work=Work.zeros())
 
     def update(
         updates: PyTree,
@@ -221,7 +222,7 @@ def adahessian(
 
         count = safe_increment(state.count)
         lr = learning_rate_at(learning_rate, state.count)
-        keep_tree = _resolve_mask(mask, params)
+        keep_tree = resolve_mask(mask, params)
         treedef = jax.tree.structure(params)
         leaves = zip(
             treedef.flatten_up_to(updates), jax.tree.leaves(state.mu), jax.tree.leaves(state.nu),
@@ -231,22 +232,23 @@ def adahessian(
         outs = []
         for g, m, v, p, zi, hzi, keep, size in leaves:
             cdt = compute_dtype(g.dtype)
-            beta1, beta2 = _as(b1, cdt), _as(b2, cdt)
+            beta1, beta2 = as_dtype(b1, cdt), as_dtype(b2, cdt)
             d = spatial_average(zi.astype(cdt) * hzi.astype(cdt), size)
             m_new = (1 - beta1) * g.astype(cdt) + beta1 * m.astype(cdt)
             v_new = (1 - beta2) * (d * d) + beta2 * v.astype(cdt)
             t = count.astype(cdt)
             m_hat = m_new / (1 - beta1**t)
             v_hat = v_new / (1 - beta2**t)
-            denom = jnp.sqrt(v_hat) ** _as(hessian_power, cdt) + _as(eps, cdt)
+            denom = jnp.sqrt(v_hat) ** as_dtype(hessian_power, cdt) + as_dtype(eps, cdt)
             u = jnp.where(denom > 0, m_hat / jnp.where(denom > 0, denom, 1), 0)
-            decay = _as(weight_decay, cdt) * p.astype(cdt)
+            decay = as_dtype(weight_decay, cdt) * p.astype(cdt)
             u = u + jnp.where(keep, decay, jnp.zeros_like(decay))
-            outs.append(((-_as(lr, cdt) * u).astype(g.dtype), m_new.astype(m.dtype),
+            outs.append(((-as_dtype(lr, cdt) * u).astype(g.dtype), m_new.astype(m.dtype),
                          v_new.astype(v.dtype)))
         new_updates, mu, nu = (jax.tree.unflatten(treedef, [o[i] for o in outs])
                                for i in range(3))
         return new_updates, AdaHessianState(count=count, key=key, mu=mu, nu=nu,
-                                            num_hvp=safe_increment(state.num_hvp))
+                                            work=state.work._replace(
+                                                nhvp=safe_increment(state.work.nhvp)))
 
     return optax.GradientTransformationExtraArgs(init, update)

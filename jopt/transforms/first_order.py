@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 
-def _as(x: Any, dtype: Any) -> Any:
+def as_dtype(x: Any, dtype: Any) -> Any:
     """A hyperparameter in arithmetic dtype ``dtype``.
 
     Python numbers stay Python numbers: JAX treats them as weakly typed, so expressions
@@ -73,8 +73,8 @@ def _momentum_step(
 ) -> tuple[jax.Array, jax.Array]:
     """Heavy-ball trace ``t ← u + μ t``; Nesterov uses ``u + μ t_new`` (Sutskever et al. 2013)."""
     dt = u.dtype
-    new_trace = u + _as(momentum, dt) * trace.astype(dt)
-    direction = u + _as(momentum, dt) * new_trace if nesterov else new_trace
+    new_trace = u + as_dtype(momentum, dt) * trace.astype(dt)
+    direction = u + as_dtype(momentum, dt) * new_trace if nesterov else new_trace
     return direction, new_trace
 
 
@@ -138,13 +138,13 @@ def sgd(
         lr = learning_rate_at(learning_rate, state.count)
 
         if momentum is None:
-            new_updates = jax.tree.map(lambda g: -_as(lr, g.dtype) * g, updates)
+            new_updates = jax.tree.map(lambda g: -as_dtype(lr, g.dtype) * g, updates)
             return new_updates, SGDState(safe_increment(state.count), None)
 
         def leaf(g: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
             cdt = compute_dtype(g.dtype)
             direction, new_t = _momentum_step(g.astype(cdt), t, momentum, nesterov)
-            return (-_as(lr, cdt) * direction).astype(g.dtype), new_t.astype(t.dtype)
+            return (-as_dtype(lr, cdt) * direction).astype(g.dtype), new_t.astype(t.dtype)
 
         new_updates, trace = map_leaves(leaf, 2, updates, state.trace)
         return new_updates, SGDState(safe_increment(state.count), trace)
@@ -205,8 +205,8 @@ def adagrad(
             cdt = compute_dtype(g.dtype)
             gc = g.astype(cdt)
             s_new = s.astype(cdt) + gc * gc
-            scale = jnp.where(s_new > 0, jax.lax.rsqrt(s_new + _as(eps, cdt)), 0.0)
-            return (-_as(lr, cdt) * scale * gc).astype(g.dtype), s_new.astype(s.dtype)
+            scale = jnp.where(s_new > 0, jax.lax.rsqrt(s_new + as_dtype(eps, cdt)), 0.0)
+            return (-as_dtype(lr, cdt) * scale * gc).astype(g.dtype), s_new.astype(s.dtype)
 
         new_updates, acc = map_leaves(leaf, 2, updates, state.sum_of_squares)
         return new_updates, AdagradState(safe_increment(state.count), acc)
@@ -290,15 +290,15 @@ def rmsprop(
         ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
             cdt = compute_dtype(g.dtype)
             gc = g.astype(cdt)
-            rho = _as(decay, cdt)
+            rho = as_dtype(decay, cdt)
             nu_new = (1 - rho) * (gc * gc) + rho * nu.astype(cdt)
             if centered:
                 mu_new = (1 - rho) * gc + rho * mu.astype(cdt)
-                d = gc * jax.lax.rsqrt(nu_new - mu_new * mu_new + _as(eps, cdt))
+                d = gc * jax.lax.rsqrt(nu_new - mu_new * mu_new + as_dtype(eps, cdt))
             else:
                 mu_new = mu
-                d = gc * jax.lax.rsqrt(nu_new + _as(eps, cdt))
-            step = -_as(lr, cdt) * d
+                d = gc * jax.lax.rsqrt(nu_new + as_dtype(eps, cdt))
+            step = -as_dtype(lr, cdt) * d
             if momentum is not None:  # the trace accumulates scaled steps (Graves eq. 40)
                 step, t_new = _momentum_step(step, t, momentum, nesterov)
             else:
@@ -334,7 +334,7 @@ class AdamState(NamedTuple):
 MaskOrFn = PyTree | Callable[[PyTree], PyTree] | None
 
 
-def _resolve_mask(mask: MaskOrFn, params: PyTree) -> PyTree:
+def resolve_mask(mask: MaskOrFn, params: PyTree) -> PyTree:
     """The weight-decay mask as a tree like ``params`` (bool or boolean-array leaves)."""
     if mask is None:
         return jax.tree.map(lambda _: True, params)
@@ -386,7 +386,7 @@ def _adam_like(
                     "adamw's update needs `params` for the decoupled weight decay: call "
                     "`opt.update(grads, state, params)`."
                 )
-            p_in, m_in = params, _resolve_mask(mask, params)
+            p_in, m_in = params, resolve_mask(mask, params)
         else:  # placeholders, ignored by `leaf`
             p_in, m_in = updates, updates
 
@@ -395,16 +395,16 @@ def _adam_like(
         ) -> tuple[jax.Array, jax.Array, jax.Array]:
             cdt = compute_dtype(g.dtype)
             gc = g.astype(cdt)
-            beta1, beta2 = _as(b1, cdt), _as(b2, cdt)
+            beta1, beta2 = as_dtype(b1, cdt), as_dtype(b2, cdt)
             m_new = (1 - beta1) * gc + beta1 * m.astype(cdt)
             v_new = (1 - beta2) * (gc * gc) + beta2 * v.astype(cdt)
             m_hat = m_new / (1 - beta1 ** count.astype(cdt))
             v_hat = v_new / (1 - beta2 ** count.astype(cdt))
-            u = m_hat / (jnp.sqrt(v_hat + _as(eps_root, cdt)) + _as(eps, cdt))
+            u = m_hat / (jnp.sqrt(v_hat + as_dtype(eps_root, cdt)) + as_dtype(eps, cdt))
             if decoupled:
-                decay = _as(weight_decay, cdt) * p.astype(cdt)
+                decay = as_dtype(weight_decay, cdt) * p.astype(cdt)
                 u = u + jnp.where(keep, decay, jnp.zeros_like(decay))
-            return (-_as(lr, cdt) * u).astype(g.dtype), m_new.astype(m.dtype), v_new.astype(
+            return (-as_dtype(lr, cdt) * u).astype(g.dtype), m_new.astype(m.dtype), v_new.astype(
                 v.dtype
             )
 

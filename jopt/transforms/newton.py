@@ -28,7 +28,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from jopt._checks import check_float_tree, check_positive_int
-from jopt.calculus import grad_and_hvp_fn, hessian_matrix
+from jopt.calculus import grad_and_hvp_fn, hessian_matrix, value_and_grad_of
 from jopt.linalg import cg, steihaug_cg
 from jopt.linesearch import scale_by_strong_wolfe
 from jopt.step import StepRecord, StepStatus, Work
@@ -215,11 +215,10 @@ def trust_ncg(
                              jnp.zeros([], dtype), jnp.zeros([], bool),
                              StepRecord.initial(params))
 
-    def update(grads, state, params=None, *, value=None, grad=None, value_fn=None,
-               value_and_grad_fn=None, **extra):
+    def update(grads, state, params=None, *, value=None, grad=None, value_fn=None, **extra):
         del extra, grad  # the gradient at params is `grads`
         _need_objective("trust_ncg", value_fn, params)
-        value_and_grad = value_and_grad_fn or jax.value_and_grad(value_fn)
+        value_and_grad = value_and_grad_of(value_fn, params)
         evals = 0
         if value is None:
             value, grads = value_and_grad(params)

@@ -28,6 +28,7 @@ import optax
 
 from jopt._checks import check_float_tree, check_learning_rate, check_positive_int
 from jopt.calculus import hvp
+from jopt.step import Work
 from jopt.transforms._common import ScalarOrSchedule, learning_rate_at, safe_increment
 from jopt.transforms.quasi_newton import LBFGSState, lbfgs_direction, pair_is_usable
 from jopt.tree import set_row, tree_scale
@@ -50,7 +51,8 @@ class SQNState(NamedTuple):
       rho: ``1/sᵀy`` per slot (0 for empty slots). head: slot written next.
       gamma: ``sᵀy/yᵀy`` of the newest pair (``H⁰`` scale; 0 before the first pair).
       num_pairs: pairs accepted. num_skipped: pairs rejected by the curvature test.
-      num_hvp: Hessian-vector products made (one per formed pair).
+      work: the :class:`jopt.Work` done (``nhvp``: one Hessian-vector product per formed
+        pair), which ``jopt.minimize`` reports as ``nhev``.
     """
 
     count: jax.Array
@@ -64,7 +66,7 @@ class SQNState(NamedTuple):
     gamma: jax.Array
     num_pairs: jax.Array
     num_skipped: jax.Array
-    num_hvp: jax.Array
+    work: Work
 
 
 def sqn_direction(grads: PyTree, state: SQNState, memory_size: int) -> PyTree:
@@ -156,7 +158,7 @@ def sqn(
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state :class:`SQNState`
-      (``num_hvp`` counts the HVPs).
+      (``work.nhvp`` counts the HVPs).
 
     Example:
       >>> import jax, jax.numpy as jnp, jopt
@@ -183,7 +185,7 @@ def sqn(
         return SQNState(
             count=zero, iterate_sum=zeros, prev_average=zeros, num_averages=zero,
             s_history=hist, y_history=hist, rho=jnp.zeros([memory_size], dtype), head=zero,
-            gamma=jnp.zeros([], dtype), num_pairs=zero, num_skipped=zero, num_hvp=zero)
+            gamma=jnp.zeros([], dtype), num_pairs=zero, num_skipped=zero, work=Work.zeros())
 
     def hessian_objective(value_fn, hessian_value_fn, t):
         if hessian_value_fn is not None:
@@ -234,7 +236,7 @@ def sqn(
             num_averages=state.num_averages + window_end.astype(jnp.int32),
             num_pairs=state.num_pairs + ok.astype(jnp.int32),
             num_skipped=state.num_skipped + (form & ~ok).astype(jnp.int32),
-            num_hvp=state.num_hvp + form.astype(jnp.int32),
+            work=state.work.add(nhvp=form.astype(jnp.int32)),
             **stored,
         )
         return updates, new_state

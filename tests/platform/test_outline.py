@@ -1,15 +1,13 @@
-"""One XLA:CPU function per solver loop (``jopt.xla_cpu.outlined_call``), per program.
+"""One XLA:CPU function per solver loop (``jopt._platform.outline.outlined_call``), per program.
 
 ``jopt.minimize`` compiles its loop as a single function when the traced loop passes
-``jopt.xla_cpu.outlinable``. These tests check (a) that it happens where it should and not
+``jopt._platform.outline.outlinable``. These tests check (a) that it happens where it should and not
 where it must not, (b) that outlined and usual loops solve alike (against scipy, and
 against each other), (c) the emitter's preconditions that once aborted the process, each
 as a regression case, and (d) the fallback when XLA refuses an outlined loop.
 """
 
 from __future__ import annotations
-
-import importlib
 
 import jax
 import jax.numpy as jnp
@@ -19,10 +17,21 @@ import pytest
 import scipy.optimize
 
 import jopt
+from jopt import _platform as platform
+from jopt._platform import options, probe
+from jopt._platform import outline as xla_cpu
+from jopt._platform.outline import outlinable
+from jopt.solve import api
 from jopt.tree import set_row
-from jopt.xla_cpu import outlinable
 
-jm = importlib.import_module("jopt.minimize")
+
+def _outline(nested, x, fun, args, verbose=0):
+    """Whether the platform's plan for ``fun(x, *args)`` outlines the program."""
+    return platform.plan(fun, x, args, nested=nested, verbose=verbose).outline
+
+
+def _tolerances(dtype=np.float64):
+    return tuple(api._device_scalar(t, np.dtype(dtype)) for t in (1e-6, 0.0, 0.0))
 
 pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu",
                                 reason="outlining is an XLA:CPU code-generation choice")
@@ -33,9 +42,9 @@ def rosen(x):
 
 
 def _last_program():
-    """(run, config) of the last eager ``minimize`` remembered for the fast path."""
-    run, config, _, _ = list(jm._FAST_CALLS.values())[-1]
-    return run, config
+    """(program, plan) of the last eager ``minimize`` remembered for the fast path."""
+    program, plan, _ = list(api._FAST._items.values())[-1]
+    return program, plan
 
 
 def _ours_in(text: str) -> int:
@@ -48,7 +57,7 @@ def _solve(fun, x0, outline: bool, monkeypatch, **kw):
     """``minimize`` with a fresh wrapper of ``fun`` (so a fresh program), outlined or not."""
     with monkeypatch.context() as m:
         if not outline:
-            m.setattr(jm, "_outline", lambda *a, **k: False)
+            m.setattr(xla_cpu, "_outline_enabled", False)
         return jopt.minimize(lambda x, *a: fun(x, *a), x0, **kw)
 
 
@@ -58,8 +67,8 @@ def test_small_solve_is_one_function_and_agrees_with_scipy():
     res = jopt.minimize(fun, x0, tol=1e-8)
     run, config = _last_program()
     assert config.outline
-    tols = jm._device_tolerances(1e-8, 0.0, 0.0, np.dtype(np.float64))
-    text = run.lower(x0, (), *tols, jm._no_limit()).compile().as_text()
+    tols = tuple(api._device_scalar(t, np.dtype(np.float64)) for t in (1e-8, 0.0, 0.0))
+    text = run.lower(x0, (), *tols, api._no_limit()).compile().as_text()
     assert _ours_in(text) == 1
     ref = scipy.optimize.minimize(lambda z: float(rosen(jnp.asarray(z))), np.asarray(x0),
                                   jac=lambda z: np.asarray(jax.grad(rosen)(jnp.asarray(z))),
@@ -81,12 +90,12 @@ def test_split_backward_pass_stays_in_the_one_function(method):
 
     x0 = jnp.zeros(n)
     fun = lambda x: stencil(x)  # noqa: E731  (a fresh objective: a fresh program)
-    assert jopt.calculus.split_backward_pays(fun, x0)
+    assert platform.plan(fun, x0, (), nested=False).split
     res = jopt.minimize(fun, x0, method=method, tol=1e-7)
     run, config = _last_program()
     assert config.outline
-    tols = jm._device_tolerances(1e-7, 0.0, 0.0, np.dtype(np.float64))
-    text = run.lower(x0, (), *tols, jm._no_limit()).compile().as_text()
+    tols = tuple(api._device_scalar(t, np.dtype(np.float64)) for t in (1e-7, 0.0, 0.0))
+    text = run.lower(x0, (), *tols, api._no_limit()).compile().as_text()
     assert _ours_in(text) == 1 and "conditional(" in text
     grad = jax.jit(jax.grad(stencil))
     ref = scipy.optimize.minimize(lambda z: float(stencil(jnp.asarray(z))), np.asarray(x0),
@@ -128,17 +137,14 @@ def test_mid_size_solve_is_one_function_without_library_fusions(monkeypatch):
                 + 1e-3 * jnp.sum((x - 1.0) ** 2))
 
     x0 = jnp.asarray(np.tile([-1.2, 1.0], n // 2))
-    from jopt import xla_cpu
-
-    supported = xla_cpu.library_fusions_can_be_turned_off()  # True with the pinned jaxlib
+    supported = options.fusions_off()  # True with the pinned jaxlib
     on = _solve(fun, x0, True, monkeypatch)
     run, config = _last_program()
     assert config.outline == supported  # without the option: the 32 KiB limit refuses it
-    assert jm._COMPILER_OPTIONS["cpu-outlined"]["xla_cpu_experimental_ynn_fusion_type"] == ""
-    tols = jm._device_tolerances(1e-6, 0.0, 0.0, np.dtype(np.float64))
-    text = run.lower(x0, (), *tols, jm._no_limit()).compile().as_text()
+    assert options.PROFILES["cpu-outlined"]["xla_cpu_experimental_ynn_fusion_type"] == ""
+    text = run.lower(x0, (), *_tolerances(), api._no_limit()).compile().as_text()
     assert _ours_in(text) == int(supported)
-    assert not jm._OUTLINE_REFUSED.get(fun, jm._shapes_key(x0, ()))
+    assert not platform._REFUSED.get(fun, platform._shapes_key(x0, ()))
     off = _solve(fun, x0, False, monkeypatch)
     for r in (on, off):
         assert int(r.status) == jopt.Status.CONVERGED, r.message
@@ -148,23 +154,27 @@ def test_mid_size_solve_is_one_function_without_library_fusions(monkeypatch):
 
 
 def test_without_the_library_fusion_option_the_size_limit_stays(monkeypatch):
-    """A jaxlib whose XLA does not know LIBRARY_FUSIONS_OFF's (experimental) option: the
-    option is left out of the compile, and outlining keeps the 32 KiB reduction limit, so
-    a 10,000-element solve compiles the usual way while a small one is still outlined."""
-    from jopt import xla_cpu
-
-    supported = xla_cpu.library_fusions_can_be_turned_off()  # True with the pinned jaxlib
-    assert (jm._compiler_options("cpu-outlined")
-            == jm._COMPILER_OPTIONS["cpu-outlined"]) == supported
-    monkeypatch.setattr(jm, "library_fusions_can_be_turned_off", lambda: False)
-    options = jm._compiler_options("cpu-outlined")
-    assert "xla_cpu_experimental_ynn_fusion_type" not in options
-    assert options == jm._COMPILER_OPTIONS["cpu-small"]
-    big = jnp.asarray(np.tile([-1.2, 1.0], 5000))
-    srosen = lambda x: jnp.sum(100.0 * (x[1::2] - x[::2] ** 2) ** 2 + (1.0 - x[::2]) ** 2)  # noqa: E731
-    assert not jm._outline(False, big, srosen, ())
-    assert jm._outline(False, jnp.zeros(6), lambda x: rosen(x), ())
-    # and an unknown option really is an error XLA reports, which the probe recognises
+    """A jaxlib whose XLA does not know the (experimental) YNNPACK option: the probe drops
+    it with one warning, and outlining keeps the 32 KiB reduction limit, so a
+    10,000-element solve compiles the usual way while a small one is still outlined."""
+    real = probe._compiles
+    monkeypatch.setattr(probe, "_compiles", lambda opts: "xla_cpu_experimental_ynn_fusion_type"
+                        not in opts and real(opts))
+    probe._accepted.cache_clear()
+    monkeypatch.setattr(probe, "_warned", set())
+    try:
+        with pytest.warns(jopt.JoptWarning, match="refuses the XLA compile options"):
+            got = options.compiler_options("cpu-outlined")
+        assert "xla_cpu_experimental_ynn_fusion_type" not in got
+        assert got == options.PROFILES["cpu-small"]
+        assert not options.fusions_off()
+        big = jnp.asarray(np.tile([-1.2, 1.0], 5000))
+        srosen = lambda x: jnp.sum(100.0 * (x[1::2] - x[::2] ** 2) ** 2 + (1.0 - x[::2]) ** 2)  # noqa: E731
+        assert not _outline(False, big, srosen, ())
+        assert _outline(False, jnp.zeros(6), lambda x: rosen(x), ())
+    finally:
+        probe._accepted.cache_clear()
+    # and an unknown option really is an error XLA reports
     with pytest.raises(jax.errors.JaxRuntimeError, match="compile option"):
         jax.jit(lambda x: x + 1, compiler_options={"xla_cpu_no_such_option": ""})(1.0)
 
@@ -216,20 +226,19 @@ def test_not_outlined_where_the_emitter_cannot_go(monkeypatch):
     fancy = lambda x: jnp.sum((x[idx] - 1.0) ** 2) + jnp.sum(x**2)  # noqa: E731  (scatter)
     sorted_ = lambda x: jnp.sum(jnp.sort(x) * jnp.arange(6.0)) + jnp.sum(x**4)  # noqa: E731
     for fun in (fancy, sorted_):
-        assert not jm._outline(False, x0, fun, ())
-    assert jm._outline(False, x0, rosen, ())
-    assert not jm._outline(True, x0, rosen, ())  # inside a caller's trace
-    assert jm._outline(False, jnp.zeros(32_768), rosen, ())  # 256 KiB: the largest
-    assert not jm._outline(False, jnp.zeros(32_769), rosen, ())
-    assert jm._outline(False, jnp.zeros(65_536, jnp.float32), rosen, ())  # bytes count
+        assert not _outline(False, x0, fun, ())
+    assert _outline(False, x0, rosen, ())
+    assert not _outline(True, x0, rosen, ())  # inside a caller's trace
+    assert _outline(False, jnp.zeros(32_768), rosen, ())  # 256 KiB: the largest
+    assert not _outline(False, jnp.zeros(32_769), rosen, ())
+    assert _outline(False, jnp.zeros(65_536, jnp.float32), rosen, ())  # bytes count
     # verbose printing is a callback: not outlined, and the program keeps the usual options
-    assert not jm._outline(False, x0, rosen, (), 100)
+    assert not _outline(False, x0, rosen, (), 100)
     jopt.minimize(lambda x: rosen(x), x0, verbose=100)
     run, config = _last_program()
     assert not config.outline
-    assert jm._profile(False, x0, outline=config.outline) == "cpu-small"
-    tols = jm._device_tolerances(1e-6, 0.0, 0.0, np.dtype(np.float64))
-    assert _ours_in(run.lower(x0, (), *tols, jm._no_limit()).compile().as_text()) == 0
+    assert config.profile == "cpu-small"
+    assert _ours_in(run.lower(x0, (), *_tolerances(), api._no_limit()).compile().as_text()) == 0
     # inside a caller's jit or vmap nothing is outlined by jopt
     text = jax.jit(lambda x: jopt.minimize(rosen, x).x).lower(x0).compile().as_text()
     assert _ours_in(text) == 0
@@ -274,15 +283,14 @@ def test_refused_outline_falls_back_and_is_remembered(monkeypatch):
         return jnp.mean((hidden @ w[0, 16:] - y) ** 2) + 1e-3 * jnp.sum(w**2)
 
     w0 = jnp.asarray(rng.normal(size=(8, 32)) * 0.3)
-    monkeypatch.setattr(jm, "outlinable", lambda closed, **kw: True)
-    monkeypatch.setattr(jm, "_objective_outlinable", lambda *a: True)
-    # library fusions on: the options the program had before "cpu-outlined" existed
-    monkeypatch.setattr(jm, "_profile", lambda nested, x, batched=False, outline=False:
-                        None if nested else "cpu-small")
+    monkeypatch.setattr(xla_cpu, "outlinable", lambda closed, **kw: True)
+    monkeypatch.setattr(platform, "_objective_facts", lambda *a: (True, False))
+    # library fusions on: options without the YNNPACK switch
+    monkeypatch.setattr(options, "profile_for", lambda *a, **k: "cpu-small")
     res = jopt.minimize(loss, w0, args=(data, y), maxiter=200)
     assert not _last_program()[1].outline  # it fell back
-    assert jm._OUTLINE_REFUSED.get(loss, jm._shapes_key(w0, (data, y)))
-    assert not jm._outline(False, w0, loss, (data, y))
+    assert platform._REFUSED.get(loss, platform._shapes_key(w0, (data, y)))
+    assert not _outline(False, w0, loss, (data, y))
     monkeypatch.undo()
     ref = jopt.minimize(loss, w0, args=(data, y), maxiter=200)
     np.testing.assert_allclose(res.x, ref.x, atol=1e-12)
@@ -301,15 +309,13 @@ def test_set_row_is_at_set(shape, index):
 
 
 def test_switch_turns_outlining_off_and_back(monkeypatch):
-    from jopt import xla_cpu
-
     x0 = jnp.linspace(-1.0, 1.0, 6)
     monkeypatch.setattr(xla_cpu, "_outline_enabled", None)
     monkeypatch.delenv("JOPT_OUTLINE_LOOPS", raising=False)
-    assert xla_cpu.outline_solver_loops() and jm._outline(False, x0, rosen, ())
+    assert xla_cpu.outline_solver_loops() and _outline(False, x0, rosen, ())
     monkeypatch.setenv("JOPT_OUTLINE_LOOPS", "0")
-    assert not xla_cpu.outline_solver_loops() and not jm._outline(False, x0, rosen, ())
-    assert xla_cpu.outline_solver_loops(True) and jm._outline(False, x0, rosen, ())
+    assert not xla_cpu.outline_solver_loops() and not _outline(False, x0, rosen, ())
+    assert xla_cpu.outline_solver_loops(True) and _outline(False, x0, rosen, ())
     assert not xla_cpu.outline_solver_loops(False)
     res = jopt.minimize(lambda x: rosen(x), x0)
     assert not _last_program()[1].outline and int(res.status) == jopt.Status.CONVERGED

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 
 import jopt
-from jopt.xla_cpu import _OPTION, DEFAULT_MAX_BYTES
+from jopt._platform.small_loops import _OPTION, DEFAULT_MAX_BYTES, small_loop_threshold
 
 _EXTRA = "--xla_backend_extra_options="
 
@@ -141,7 +141,7 @@ def test_fresh_process_compiles_the_solver_loop_into_one_kernel():
     ("'unbalanced", None),
 ])
 def test_threshold_is_read_back(flags, expected):
-    from jopt.xla_cpu import small_loop_threshold
+    from jopt._platform.small_loops import small_loop_threshold
 
     assert small_loop_threshold(flags) == expected
     if expected is not None:
@@ -149,28 +149,20 @@ def test_threshold_is_read_back(flags, expected):
 
 
 def test_outlined_loops_compile_mid_sizes_with_the_small_profile(monkeypatch):
-    import importlib
+    from jopt._platform.options import profile_for
 
-    import jax
-    import jax.numpy as jnp
+    sizes = {"tiny": 10, "mid": 1200, "large": 5000}
 
-    if jax.default_backend() != "cpu":
-        pytest.skip("the profiles are XLA:CPU option sets")
-    jm = importlib.import_module("jopt.minimize")
-    sizes = {"tiny": jnp.zeros(10), "mid": {"a": jnp.zeros(600), "b": jnp.zeros(600)},
-             "large": jnp.zeros(5000)}
-    monkeypatch.setenv("XLA_FLAGS", "")
-    assert [jm._profile(False, x) for x in sizes.values()] == ["cpu-small", "cpu-mid", "cpu"]
-    monkeypatch.setenv("XLA_FLAGS", jopt.small_loop_flags())
-    assert [jm._profile(False, x) for x in sizes.values()] == ["cpu-small", "cpu-small", "cpu"]
+    def profiles(flags, batched=False):
+        return [profile_for(n, batched=batched, outline=False,
+                            small_loops=small_loop_threshold(flags)) for n in sizes.values()]
+
+    assert profiles("") == ["cpu-small", "cpu-mid", "cpu"]
+    assert profiles(jopt.small_loop_flags()) == ["cpu-small", "cpu-small", "cpu"]
     # A threshold too small to outline the loop at these sizes keeps the emitters.
-    monkeypatch.setenv("XLA_FLAGS", jopt.small_loop_flags(1 << 16))
-    assert jm._profile(False, sizes["mid"]) == "cpu-mid"
-    assert jm._profile(True, sizes["mid"]) is None  # inside a caller's trace: no options
+    assert profiles(jopt.small_loop_flags(1 << 16))[1] == "cpu-mid"
     # minimize_many's batches are too large to outline: they keep the size's profile.
-    monkeypatch.setenv("XLA_FLAGS", jopt.small_loop_flags())
-    assert jm._profile(False, sizes["mid"], batched=True) == "cpu-mid"
-    assert jm._profile(False, sizes["tiny"], batched=True) == "cpu-small"
+    assert profiles(jopt.small_loop_flags(), batched=True)[:2] == ["cpu-small", "cpu-mid"]
 
 
 def test_flags_with_quoted_values_survive():

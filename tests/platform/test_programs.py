@@ -1,4 +1,4 @@
-"""The bounded store of compiled programs (jopt._programs): solving many distinct
+"""The bounded store of compiled programs (jopt._platform.programs): solving many distinct
 objectives in one process must not keep every compiled program alive (it once ended in a
 segmentation fault after ~430 objectives, when XLA:CPU ran out of memory mappings)."""
 
@@ -16,9 +16,9 @@ import pytest
 import scipy.optimize
 
 import jopt
-from jopt import _programs
-
-_minimize = sys.modules["jopt.minimize"]  # the module (jopt.minimize is the function)
+from jopt._platform import FastCalls
+from jopt._platform import programs as _programs
+from jopt.solve import api, closures
 
 
 @pytest.fixture
@@ -26,8 +26,7 @@ def small_store(monkeypatch):
     """A store of 3 programs, an empty fast-call cache of 3 entries."""
     monkeypatch.setattr(_programs, "MAX_PROGRAMS", 3)
     monkeypatch.setattr(_programs, "_PROGRAMS", {})
-    monkeypatch.setattr(_minimize, "_FAST_CALLS", {})
-    monkeypatch.setattr(_minimize, "_FAST_CALLS_MAX", 3)
+    monkeypatch.setattr(api, "_FAST", FastCalls(3))
 
 
 def _objective(shift: float):
@@ -172,7 +171,7 @@ def _solve_all(objectives, x0):
 
 @pytest.fixture
 def fresh_closures(monkeypatch):
-    monkeypatch.setattr(_minimize, "_CLOSURES", {})
+    monkeypatch.setattr(closures, "_seen", {})
 
 
 def _shifted(shift):
