@@ -247,10 +247,15 @@ def task_adam(leaves: int, cfg: dict[str, Any], deadline: float) -> None:
     untimed = False
 
     def timing_pass() -> None:
-        runs = {k: (step, fresh(carry), consts) for k, (step, carry, consts) in cases.items()}
-        times = time_interleaved(runs, cfg["adam_warmup"], cfg["adam_repeats"])
-        for k, ts in times.items():
-            row["contenders"][k].update(stats_us(ts))
+        try:
+            runs = {k: (step, fresh(carry), consts)
+                    for k, (step, carry, consts) in cases.items()}
+            times = time_interleaved(runs, cfg["adam_warmup"], cfg["adam_repeats"])
+            for k, ts in times.items():
+                row["contenders"][k].update(stats_us(ts))
+        except Exception as err:
+            traceback.print_exc()
+            row["timing_error"] = error_text(err)
         row["compiling"] = None
         send(key, row)
 
@@ -280,6 +285,9 @@ def task_adam(leaves: int, cfg: dict[str, Any], deadline: float) -> None:
         cases[name] = (compiled, carry, consts)
         row["contenders"][name] = {"compile_s": ct.total_s, "lower_s": ct.lower_s,
                                    "build_s": build_s}
+        row["compiling"] = None
+        if slow:
+            send(key, row)
         untimed = True
     if untimed or not cases:
         if cases:
@@ -731,6 +739,11 @@ def adam_lines(res: dict[str, dict], notes: dict[str, str]) -> list[str]:
             if c is None or "us" not in c:
                 if c and "error" in c:
                     why = c["error"]
+                elif rec.get("timing_error"):
+                    why = "timing failed: " + rec["timing_error"]
+                elif c and "compile_s" in c:
+                    why = (f"compiled in {c['compile_s']:.0f} s, then the time guard cut its "
+                           f"timing off")
                 elif k in rec["skipped_names"]:
                     why = "skipped: time guard"
                 elif rec["compiling"] and rec["compiling"]["name"] == k:
