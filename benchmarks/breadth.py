@@ -256,6 +256,7 @@ class Worker:
         self.directory = directory
         self.proc: Any = None
         self.conn: Any = None
+        self.info: dict[str, Any] = {}
 
     def start(self) -> tuple[list[tuple[str, int]], dict, dict]:
         """Start a worker; wait for (and return) its problem list, counts and info."""
@@ -272,6 +273,7 @@ class Worker:
             self.stop()
             raise RuntimeError("the worker died while starting (see its output above)") from None
         assert kind == "ready"
+        self.info = info
         return [tuple(p) for p in plist], counts, info
 
     def run(self, name: str, n: int, contender: str) -> dict:
@@ -306,6 +308,7 @@ class Worker:
                                "solved": False, "steady_s": None, "compile_s": None,
                                "first_s": first, "guard": self.args.guard,
                                "load1": os.getloadavg()[0]}
+        rec.update({k: v for k, v in self.info.items() if k not in ("contenders", "machine")})
         if killed:
             rec.update(timeout=True, killed=True, kill_s=self.args.kill)
         if error:

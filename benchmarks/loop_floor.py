@@ -54,9 +54,10 @@ def _floor_jit(n: int):
     """``jax.jit`` with the XLA options ``jopt.minimize`` compiles an n-vector problem with,
     so the floors are built as well as jopt's own loop (level 1 alone made the bare L-BFGS
     iteration at n = 1,000 a third cheaper)."""
-    from jopt.minimize import _COMPILER_OPTIONS, _profile
+    from jopt._platform import options as platform_options
 
-    options = _COMPILER_OPTIONS.get(_profile(False, jax.ShapeDtypeStruct((n,), jnp.float64)))
+    profile = platform_options.profile_for(n, batched=False, outline=False, small_loops=None)
+    options = platform_options.compiler_options(profile)
     return functools.partial(jax.jit, compiler_options=options)
 
 
@@ -151,7 +152,7 @@ def bare_lbfgs_wolfe(fun, x0, memory: int = 10, tol: float = 1e-6, maxiter: int 
 
     Returns ``x0 -> (x, f, nit, nfev, status)``, compiled with ``jopt.minimize``'s options.
     ``outline=True``: the program as one XLA:CPU function, as ``jopt.minimize`` compiles
-    its own on the CPU (:func:`jopt.xla_cpu.outlined_call`, the ``"cpu-outlined"``
+    its own on the CPU (:func:`jopt._platform.outline.outlined_call`, the ``"cpu-outlined"``
     options; row writes as dynamic-update-slices, which that emitter takes).
     """
     from jopt.linesearch import _cubic_minimizer, _extrapolation_trial, _zoom_trial
@@ -259,13 +260,14 @@ def bare_lbfgs_wolfe(fun, x0, memory: int = 10, tol: float = 1e-6, maxiter: int 
 
     if not outline:
         return _floor_jit(n)(solve)
-    from jopt.minimize import _compiler_options, _library_fusions
-    from jopt.xla_cpu import outlinable, outlined_call
+    from jopt._platform import options as platform_options
+    from jopt._platform.outline import outlinable, outlined_call
 
-    @functools.partial(jax.jit, compiler_options=_compiler_options("cpu-outlined"))
+    @functools.partial(jax.jit,
+                       compiler_options=platform_options.compiler_options("cpu-outlined"))
     def run(x):
         closed, shapes = jax.make_jaxpr(solve, return_shape=True)(x)
-        if not outlinable(closed, library_fusions=_library_fusions()):
+        if not outlinable(closed, library_fusions=not platform_options.fusions_off()):
             raise ValueError("this objective cannot be outlined")
         return outlined_call(closed, jax.tree.structure(shapes), x[0] == x[0], x)
 

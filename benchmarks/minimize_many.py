@@ -49,8 +49,8 @@ import numpy as np  # noqa: E402
 
 import jopt  # noqa: E402
 from benchmarks._timing import wait_for_load  # noqa: E402
-from jopt.many import DEFAULT_SEGMENT, _minimize_many, minimize_many  # noqa: E402
-from jopt.minimize import _COMPILER_OPTIONS  # noqa: E402
+from jopt._platform import options as platform_options  # noqa: E402
+from jopt.solve.many import DEFAULT_SEGMENT, _minimize_many, minimize_many  # noqa: E402
 
 BATCH = 1024
 TOL = 1e-8
@@ -119,7 +119,8 @@ def make_vmap(fun, x0s, args):
     def solve(x0, *a):
         return jopt.minimize(fun, x0, method=METHOD, args=a, tol=TOL, maxiter=MAXITER)
 
-    options = _COMPILER_OPTIONS.get(jax.default_backend())
+    options = platform_options.compiler_options(
+        "cpu" if jax.default_backend() == "cpu" else None)
     jitted = jax.jit(jax.vmap(solve), compiler_options=options)
     t0 = time.perf_counter()
     compiled = jitted.lower(x0s, *args).compile()

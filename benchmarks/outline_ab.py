@@ -1,5 +1,5 @@
 """``jopt.minimize`` with its program as one XLA:CPU function (the default) against the usual
-program (``jopt.xla_cpu.outline_solver_loops(False)``), interleaved in one process.
+program (``jopt._platform.outline.outline_solver_loops(False)``), interleaved in one process.
 
 For each problem and each mode, a fresh objective function object is built (so each mode
 compiles its own program), its first call is timed (compile + one solve), then the two
@@ -31,7 +31,7 @@ import jax.numpy as jnp  # noqa: E402
 import jopt  # noqa: E402
 from benchmarks._timing import emit, machine_line  # noqa: E402
 from benchmarks.problems import large_problems, mgh_problems  # noqa: E402
-from jopt import xla_cpu  # noqa: E402
+from jopt._platform import outline as xla_cpu  # noqa: E402
 
 DEFAULT = ("ROSENBROCK-2,WATSON-9,TRIDIA-1000,SROSENBR-10000,TRIDIA-10000,EDENSCH-10000,"
            "BROYDN7D-10000,TRIDIA-30000")

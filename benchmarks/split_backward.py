@@ -1,7 +1,7 @@
 """The line search's gradient with its backward pass split off (a ``lax.cond``) against the
 fused ``jax.value_and_grad``, in ``jopt.minimize``'s L-BFGS, interleaved in one process.
 
-``jopt.value_and_grad_fn`` splits the backward pass where ``jopt.calculus.split_backward_pays``
+``jopt.minimize`` splits the backward pass where ``jopt._platform.split.split_backward_pays``
 says so (transcendental elementwise functions, no matrix products). This script forces each
 form on every problem, so it shows both what the rule picks and what it leaves: per problem,
 iterations, median solve time, µs per iteration in each form, their ratio, and the rule's
@@ -31,12 +31,17 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 
 import jopt  # noqa: E402
-import jopt.calculus as _calculus  # noqa: E402
-import jopt.linesearch as _linesearch  # noqa: E402
 from benchmarks._timing import emit, machine_line  # noqa: E402
 from benchmarks.outline_ab import _problem  # noqa: E402
 from benchmarks.problems import large_problems, logistic_problems  # noqa: E402
-from jopt.calculus import split_backward_pays, value_and_grad_fn  # noqa: E402
+from jopt import _platform as platform  # noqa: E402
+from jopt._platform.split import split_backward_pays as _split_pays  # noqa: E402
+from jopt.calculus import value_and_grad_fn  # noqa: E402
+
+
+def split_backward_pays(fun, x) -> bool:
+    """The platform's rule for ``fun`` at ``x``."""
+    return _split_pays(jax.make_jaxpr(jax.value_and_grad(fun))(x).jaxpr)
 
 DEFAULT = ("GULF-3,MEYER-3,BIGGS_EXP6-6,OSBORNE2-11,ROSENBROCK-2,BROYDN7D-1000,COSINE-1000,"
            "BDQRTIC-1000,TRIDIA-1000,BROYDN7D-10000,COSINE-10000,BDQRTIC-10000,FREUROTH-10000,"
@@ -55,18 +60,20 @@ def _solver(problem, split: bool, maxiter: int, method: str = "lbfgs"):
     fresh = lambda x: fun(x)  # noqa: E731
     x0 = jnp.asarray(problem.x0)
 
-    def forced(f, x, _, name):
-        return _calculus._value_and_grad_fn(f, x, split, name)
+    real_facts = platform._objective_facts
+
+    def forced(f, x, args):
+        return real_facts(f, x, args)[0], split
 
     def solve():
         # The line searches are where jopt evaluates through the rule (trust-ncg's one
         # evaluation per iteration, measured split too at 0.96-1.07x, stays fused).
-        _linesearch._value_and_grad_fn = forced
+        platform._objective_facts = forced
         try:
             res = jopt.minimize(fresh, x0, method=method, maxiter=maxiter)
             jax.block_until_ready(res.x)
         finally:
-            _linesearch._value_and_grad_fn = _calculus._value_and_grad_fn
+            platform._objective_facts = real_facts
         return res
 
     return solve

@@ -3,7 +3,7 @@ and the process-wide ``jopt.enable_small_loop_kernels()``.
 
 Each side runs in a fresh Python process (the process-wide setting is read once, before
 the first JAX computation): "usual" turns jopt's per-program outlining off
-(``jopt.xla_cpu.outline_solver_loops(False)``), "jopt" is the default, "process" calls
+(``jopt._platform.outline.outline_solver_loops(False)``), "jopt" is the default, "process" calls
 ``jopt.enable_small_loop_kernels()``. Each solves chained Rosenbrock (n = 10 and 100) and a
 1,000-variable tridiagonal quadratic with L-BFGS and prints first-call (compile) and
 steady times.
@@ -29,7 +29,7 @@ def _child(mode: str) -> None:
     if mode == "process":
         jopt.enable_small_loop_kernels()  # before the first JAX computation
     elif mode == "usual":
-        jopt.xla_cpu.outline_solver_loops(False)
+        jopt._platform.outline.outline_solver_loops(False)
     import jax
     import jax.numpy as jnp
     import numpy as np

@@ -97,13 +97,18 @@ def test_resume_in_segments_equals_one_run(method):
     np.testing.assert_array_equal(res.x, one.x)
 
 
+def in_ball(x):  # finite only inside the ball of radius 3; the unconstrained minimizer is at 5
+    return jnp.where(jnp.sum(x**2) < 9.0, jnp.sum((x - 5.0) ** 2), jnp.nan)
+
+
+def nan_everywhere(x):
+    return jnp.sum(x) * jnp.nan
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_nan_is_a_status_at_the_last_finite_point(method):
-    def f(x):  # finite only inside the ball of radius 3; the unconstrained minimizer is at 5
-        return jnp.where(jnp.sum(x**2) < 9.0, jnp.sum((x - 5.0) ** 2), jnp.nan)
-
-    res = jopt.minimize(f, jnp.zeros(2), method=method)
+    res = jopt.minimize(in_ball, jnp.zeros(2), method=method)
     assert np.all(np.isfinite(res.x)) and np.isfinite(float(res.fun))
     assert not bool(res.success) or float(jnp.max(jnp.abs(res.jac))) <= 1e-6
-    res0 = jopt.minimize(lambda x: jnp.sum(x) * jnp.nan, jnp.zeros(2), method=method)
+    res0 = jopt.minimize(nan_everywhere, jnp.zeros(2), method=method)
     assert int(res0.status) == jopt.Status.NONFINITE and int(res0.nit) == 0

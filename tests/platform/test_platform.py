@@ -93,7 +93,7 @@ def test_the_state_has_one_structure_under_both_policies():
     x0 = jnp.asarray([-1.2, 1.0, 0.5])
     rosen = lambda x: jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)  # noqa: E731
     try:
-        for method in jopt.method_names():
+        for method in ("lbfgs", "bfgs", "trust-ncg"):  # (the states that once differed)
             jopt.platform_policy("auto")
             auto = jopt.minimize_init(rosen, x0, method=method)
             auto = jopt.minimize_run(rosen, auto, method=method, num_steps=5)
