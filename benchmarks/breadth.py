@@ -83,6 +83,7 @@ from benchmarks._suite import fmt, load_records  # noqa: E402
 from benchmarks._timing import machine_line  # noqa: E402
 
 TOL = quasi_newton.TOL  # 1e-6
+TOL_TEXT = f"{TOL:.0e}".replace("e-0", "e-")
 FALLBACK_METHODS = ("lbfgs", "bfgs", "cg", "newton-cg", "trust-ncg", "newton")
 DENSE_METHODS = ("bfgs", "newton")  # jopt methods with an n×n matrix: only for n <= DENSE_MAX_N
 DENSE_MAX_N = 1000
@@ -439,7 +440,7 @@ def report(paths: list[str], argv: list[str] | None = None) -> str:
         "## Breadth: sif2jax unconstrained problems (held out)", "",
         "Reproduce: "
         + "; ".join(f"`{c}`" for c in sorted({r.get("cmd", "?") for r in rows}))
-        + f", then `{report_cmd}`.", "",
+        + f" (from the repository root), then `{report_cmd}`.", "",
         f"Machine: jax {_distinct(rows, 'jax')} ({_distinct(rows, 'backend')} backend), "
         f"{_distinct(rows, 'cores')} core(s) available per process, OpenBLAS on 1 thread; "
         "1-min load during the run "
@@ -447,7 +448,7 @@ def report(paths: list[str], argv: list[str] | None = None) -> str:
         f"jopt from {_distinct(rows, 'jopt')} (commit {_distinct(rows, 'jopt_commit')}); "
         f"sif2jax {_distinct(rows, 'sif2jax')}.", "",
         f"{len(problems)} problems ({len(big)} with n ≥ {BIG_N}), float64, each from its "
-        f"`y0`. Solved = ‖∇f‖∞ ≤ {TOL:g} by `jax.grad` at the returned x (f finite), "
+        f"`y0`. Solved = ‖∇f‖∞ ≤ {TOL_TEXT} by `jax.grad` at the returned x (f finite), "
         f"whatever the contender's own rule; maxiter {_distinct(rows, 'maxiter')}; a first "
         f"call (compile + run) over {_distinct(rows, 'guard')} s counts as unsolved "
         "(*timeouts*, including pairs killed past the hard limit). Steady time = median of "
@@ -481,6 +482,28 @@ def report(paths: list[str], argv: list[str] | None = None) -> str:
                      f"(jopt-lbfgs solves {sum(ok.get((p, 'jopt-lbfgs'), False) for p in subset)}"
                      f", optax-lbfgs {sum(ok.get((p, 'optax-lbfgs'), False) for p in subset)} "
                      f"of {len(subset)}).")
+    # Steady times on the large problems.
+    lines += ["", f"### n ≥ {BIG_N}: steady time (ms) per problem", "",
+              "✗ = not solved (time of the unsolved run), t/o = timeout, err = error, "
+              "blank = not run.", "",
+              "| problem | n | " + " | ".join(methods) + " |",
+              "|---|---|" + "---|" * len(methods)]
+
+    def cell(p: str, m: str) -> str:
+        r = recs.get((p, m))
+        if r is None:
+            return ""
+        if r.get("timeout"):
+            return "t/o"
+        if r.get("error"):
+            return "err"
+        t = r.get("steady_s")
+        return (fmt(t * 1e3) if t else "-") + ("" if r.get("solved") else " ✗")
+
+    for p in big:
+        lines.append(f"| {p} | {nprob[p]} | " + " | ".join(cell(p, m) for m in methods) + " |")
+    if not big:
+        lines.append("| (none) | |" + " |" * len(methods))
     # Unsolved problems, per contender.
     lines += ["", "### Unsolved, per contender", "",
               "*timeout*: first call over the guard; *killed*: past the hard limit; else "

@@ -111,15 +111,10 @@ def _cubic_minimizer(a, fa, da, b, fb, db):
 
 
 # A zoom trial keeps this fraction of the bracket's width from either end: 1 % on the
-# first trial after bracketing, 10 % on later ones. Measured on the problem suite (67
-# problems, float64, evaluations counted) against 10 % throughout: L-BFGS needed fewer
-# evaluations on 12 problems and more on 1 (geometric mean 0.979; WATSON-9 394 -> 219),
-# nonlinear CG on 35 and 12 (0.946) and solved WATSON-9 too (62 problems instead of 61),
-# BFGS 4 and 3 (0.997), Newton-CG 1 and 1 (1.002; BIGGS_EXP6-6 148 -> 167). A 1 % margin
-# on every trial (with Moré & Thuente's bisection of a slowly shrinking bracket) did as
-# well on the suite, but along a kink (φ = −α + K·max(α − 1, 0)², c2 = 0.1) it crept toward
-# the minimizer: 21 trials instead of 11 at K = 1e3, and the budget of 30 spent at K = 1e6
-# (20 with 10 %); later trials keep 10 %, so the bracket shrinks by at least that each time.
+# first trial after bracketing (so the cubic's own step, exact on a quadratic, is taken
+# when a unit step overshot far), 10 % on later ones (so the bracket shrinks by at least
+# that each time and a kink is closed in on by factors of ten). The evaluation counts
+# behind the choice are on the performance page (benchmarks/RESULTS.md).
 _FIRST_MARGIN = 0.01
 _LATER_MARGIN = 0.1
 
@@ -149,13 +144,10 @@ def _extrapolation_trial(a, a_prev, cubic, grow_from_last: bool):
 
     The upper bound ``α + 4(α − α₋)`` is Moré & Thuente's (1994, §4; ``xtrapu`` in
     MINPACK-2's dcsrch): along a nearly linear φ the trials grow 1, 5, 21, 85, … instead
-    of 1, 4, 16, 64. Measured on the problem suite (69 problems): for L-BFGS, whose unit
-    first trial falls short when the model is badly scaled, the median evaluation count
-    on the problems scipy also solves fell from 38.5 to 35.5; for nonlinear CG, whose first
-    trial already estimates the minimizer (N&W eq. 3.60), it cost 4 % more evaluations
-    (geometric mean) and one problem, so CG keeps ``4α``. MT's lower bound
-    ``α + 1.1(α − α₋)`` is not used: it overrides a cubic that is exact on a quadratic
-    (CG needed 4× the evaluations on DQDRTIC with it).
+    of 1, 4, 16, 64. It pays after a unit first trial (quasi-Newton directions, whose unit
+    step falls short on a badly scaled model); nonlinear CG, whose first trial already
+    estimates the minimizer (N&W eq. 3.60), keeps ``4α``. MT's lower bound
+    ``α + 1.1(α − α₋)`` is not used: it overrides a cubic that is exact on a quadratic.
     """
     hi = a + 4.0 * (a - a_prev) if grow_from_last else 4.0 * a
     guess = jnp.where(jnp.isfinite(cubic) & (cubic > a), cubic, hi)
