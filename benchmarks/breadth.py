@@ -106,8 +106,8 @@ class Problem:
     source: str = "sif2jax"
 
 
-def sif_problems() -> tuple[dict[str, Any], dict[str, int]]:
-    """sif2jax's unconstrained problems: ``({name: problem}, counts)``.
+def sif_problems() -> tuple[dict[str, Any], dict[str, int], dict[str, int]]:
+    """sif2jax's unconstrained problems: ``({name: problem}, {name: n}, counts)``.
 
     Distinct names only (the list repeats a few), ordered by (n, name). ``counts`` gives
     ``entries`` (the list's length), ``distinct``, and ``entries_big`` / ``distinct_big``
@@ -118,13 +118,14 @@ def sif_problems() -> tuple[dict[str, Any], dict[str, int]]:
     entries = [(int(p.num_variables()), p.name, p) for p in
                sif2jax.unconstrained_minimisation_problems]
     probs: dict[str, Any] = {}
-    for _, name, p in sorted(entries, key=lambda e: (e[0], e[1])):
-        probs.setdefault(name, p)
-    sizes = {name: int(p.num_variables()) for name, p in probs.items()}
+    sizes: dict[str, int] = {}
+    for n, name, p in sorted(entries, key=lambda e: (e[0], e[1])):
+        if name not in probs:
+            probs[name], sizes[name] = p, n
     counts = {"entries": len(entries), "distinct": len(probs),
               "entries_big": sum(n >= BIG_N for n, _, _ in entries),
               "distinct_big": sum(n >= BIG_N for n in sizes.values())}
-    return probs, counts
+    return probs, sizes, counts
 
 
 def wrap(problem: Any) -> Problem:
@@ -204,7 +205,7 @@ def _worker(conn: Any, directory: str | None, maxiter: int, guard: float,
     jopt = import_jopt(directory)
     import sif2jax
 
-    probs, counts = sif_problems()
+    probs, sizes, counts = sif_problems()
     machine = machine_line()  # starts the backend
     from importlib.metadata import version
 
@@ -215,7 +216,7 @@ def _worker(conn: Any, directory: str | None, maxiter: int, guard: float,
             "contenders": contenders(jopt)}
     print(f"# worker: {machine}; jopt {where} ({info['jopt_commit']}); sif2jax "
           f"{info['sif2jax']} from {os.path.dirname(sif2jax.__file__)}", flush=True)
-    conn.send(("ready", [(k, int(p.num_variables())) for k, p in probs.items()], counts, info))
+    conn.send(("ready", list(sizes.items()), counts, info))
     current: Problem | None = None
     while True:
         req = conn.recv()
@@ -395,9 +396,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> None:
 
 def list_problems() -> None:
     """Print the problem list and its counts."""
-    probs, counts = sif_problems()
-    for name, p in probs.items():
-        print(f"{name} {int(p.num_variables())}")
+    _, sizes, counts = sif_problems()
+    for name, n in sizes.items():
+        print(f"{name} {n}")
     print(f"# {counts['entries']} entries in sif2jax.unconstrained_minimisation_problems, "
           f"{counts['distinct']} distinct names; n >= {BIG_N}: {counts['entries_big']} "
           f"entries, {counts['distinct_big']} distinct")

@@ -177,7 +177,9 @@ def run(fn: Callable, num_static: int, make_static: Callable[[Plan], tuple], the
         except jax.errors.JaxRuntimeError as err:
             if current.outline:
                 _REFUSED.set(fun, _shapes_key(x, args), True)
-                current = current._replace(outline=False)
+                current = current._replace(outline=False, profile=_options.profile_for(
+                    _size(x), batched=False, outline=False,
+                    small_loops=small_loop_threshold()))
             elif current.profile is not None and _is_option_error(err):
                 warn_once("refused:" + str(current.profile),
                           f"jopt: XLA refused the compile options of profile "
