@@ -35,7 +35,7 @@ import optax
 
 from jopt._checks import check_in_range, check_positive_int
 from jopt.calculus import value_and_grad_of
-from jopt.step import StepRecord, StepStatus
+from jopt.step import StepRecord, step_status
 from jopt.tree import tree_add_scaled, tree_inf_norm, tree_scale, tree_select, tree_vdot
 
 PyTree = Any
@@ -412,7 +412,7 @@ def _make_line_search(search: Callable, initial_step: str) -> optax.GradientTran
         failed = status == LineSearchStatus.FAILED
         record = StepRecord(
             value=new_value, grad=new_grad, step=step, slope=slope,
-            status=jnp.where(failed, StepStatus.FAILED, StepStatus.ACCEPTED).astype(jnp.int32),
+            status=step_status(failed),
             reset=~descent,
             work=state.record.work.add(nfev=trials + (0 if given else 1)))
         new_state = LineSearchState(record=record, num_trials=trials, status=status)

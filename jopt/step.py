@@ -41,7 +41,12 @@ import jax.numpy as jnp
 
 PyTree = Any
 
-__all__ = ["StepRecord", "StepStatus", "Work", "step_record", "total_work"]
+__all__ = ["StepRecord", "StepStatus", "Work", "step_record", "step_status", "total_work"]
+
+
+def step_status(failed: jax.Array) -> jax.Array:
+    """The :class:`StepStatus` code (int32) of a step that ``failed`` or not."""
+    return failed.astype(jnp.int32)  # FAILED = 1, ACCEPTED = 0
 
 
 class StepStatus(enum.IntEnum):
@@ -74,9 +79,9 @@ class Work(NamedTuple):
         return cls(zero, zero, zero, zero)
 
     def add(self, nfev: Any = 0, njev: Any = 0, nhvp: Any = 0, nhess: Any = 0) -> Work:
-        """These counts plus the given ones (kept as int32)."""
-        return Work(*(jnp.asarray(a + b, jnp.int32) for a, b in
-                      zip(self, (nfev, njev, nhvp, nhess), strict=True)))
+        """These counts plus the given ones (kept as int32; a Python 0 adds nothing)."""
+        return Work(*(a if isinstance(b, int) and b == 0 else a + jnp.asarray(b, jnp.int32)
+                      for a, b in zip(self, (nfev, njev, nhvp, nhess), strict=True)))
 
 
 class StepRecord(NamedTuple):

@@ -223,13 +223,15 @@ def one_function(fn: Callable, live_source: jax.Array, *args: Any) -> Any:
     """``fn(*args)`` traced as one XLA:CPU function if it passes the emitter's check;
     ``None`` if it does not (the caller then runs ``fn`` as usual).
 
-    ``live_source``: a traced floating scalar, from which an always-true flag that XLA
-    cannot fold is made (``t == t or t != t``, true for NaN too).
+    ``live_source``: a traced floating scalar that is never NaN (a checked, concrete
+    tolerance: outlined programs are compiled for eager calls only), from which the
+    always-true flag ``t == t`` is made, which XLA cannot fold and duplicates into its
+    readers (a separate flag kernel would make the call wait on it).
     """
     if xla_metadata() is None:
         return None
     closed, shapes = jax.make_jaxpr(fn, return_shape=True)(*args)
     if not _outline.outlinable(closed, library_fusions=not _options.fusions_off()):
         return None
-    live = (live_source == live_source) | (live_source != live_source)
+    live = live_source == live_source
     return _outline.outlined_call(closed, jax.tree.structure(shapes), live, *args)

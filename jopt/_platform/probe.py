@@ -54,8 +54,8 @@ def accepted_options(options: dict | None) -> dict | None:
     """``options`` less those the installed XLA refuses (probed once per option set)."""
     if not options:
         return None
-    kept = _accepted(tuple(sorted(options.items())))
-    return dict(kept) or None
+    kept = dict(_accepted(tuple(options.items())))
+    return {k: v for k, v in options.items() if k in kept} or None
 
 
 @functools.cache

@@ -58,10 +58,11 @@ class Prepared(NamedTuple):
 
 
 def _prepare(fun: Callable, x: PyTree, method: Method, args: tuple, *, name: str = "x0",
-             verbose: int = 0, batched: bool = False) -> Prepared:
+             verbose: int = 0, batched: bool = False, tolerances: tuple = ()) -> Prepared:
     tx = resolve_method(method)
     check_float_tree(name, x)
-    nested = checks.traced((x, args))
+    # (a traced tolerance counts too: its value is unknown here, so nothing is outlined)
+    nested = checks.traced((x, args, tolerances))
     x = jax.tree.map(checks.strong, x)
     dtype = np.result_type(*(leaf.dtype for leaf in jax.tree.leaves(x)))
     the_plan = platform.plan(fun, x, args, nested=nested, batched=batched, verbose=verbose)
@@ -275,7 +276,7 @@ def minimize(
     checks.check_run_options(args, tol, ftol, xtol, maxiter, maxfev)
     checks.check_count("history_size", history_size)
     checks.check_verbose(verbose)
-    prep = _prepare(fun, x0, method, args, verbose=verbose)
+    prep = _prepare(fun, x0, method, args, verbose=verbose, tolerances=(tol, ftol, xtol))
     if not prep.nested:
         note_closure(fun, x0)
     config = LoopConfig(fun, maxiter, maxfev, verbose, checks.test_on(ftol),
@@ -335,7 +336,7 @@ def minimize_init(
     checks.check_tolerance("tol", tol, allow_zero=False)
     checks.check_count("maxiter", maxiter)
     checks.check_count("history_size", history_size)
-    prep = _prepare(fun, x0, method, args)
+    prep = _prepare(fun, x0, method, args, tolerances=(tol,))
     config = LoopConfig(fun, maxiter=1, history_size=checks.history_length(
         history, history_size, maxiter))
     _, state = platform.run(
@@ -385,7 +386,8 @@ def minimize_run(
     checks.check_count("num_steps", num_steps)
     checks.check_verbose(verbose)
     state = jax.tree.map(checks.strong, state)
-    prep = _prepare(fun, state.x, method, args, name="state.x", verbose=verbose)
+    prep = _prepare(fun, state.x, method, args, name="state.x", verbose=verbose,
+                    tolerances=(tol, ftol, xtol, state))
     tol, ftol, xtol = (checks.strong(t, prep.dtype) for t in (tol, ftol, xtol))
     steps = np.asarray(NO_LIMIT if num_steps is None else num_steps, np.int32)
     config = LoopConfig(fun, maxiter, maxfev, verbose, checks.test_on(ftol),

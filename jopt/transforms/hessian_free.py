@@ -65,7 +65,7 @@ from jopt._checks import (
     check_same_structure,
     is_concrete_number,
 )
-from jopt.step import StepRecord, StepStatus
+from jopt.step import StepRecord, StepStatus, step_status
 from jopt.transforms.martens import (
     MartensCGResult,
     StepChoice,
@@ -318,7 +318,7 @@ def hessian_free(
             grad=tree_select(found, choice.grad, grads),
             step=choice.alpha,
             slope=tree_vdot(grads, choice.step).astype(dtype),
-            status=jnp.where(failed, StepStatus.FAILED, StepStatus.ACCEPTED).astype(jnp.int32),
+            status=step_status(failed),
             reset=jnp.zeros([], bool),
             work=state.record.work.add(nfev=evals, njev=lin_cost, nhvp=sol.num_matvecs),
         )
