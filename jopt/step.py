@@ -59,6 +59,9 @@ class StepStatus(enum.IntEnum):
 class Work(NamedTuple):
     """Cumulative evaluations a transform has made (int32 scalars).
 
+    A transform keeps only the counters it increments; the others are ``None`` (absent
+    from the state's pytree, so a compiled loop carries no constant fields).
+
     Attributes:
       nfev: evaluations of ``f`` (each with its gradient: jopt evaluates both together).
       njev: extra gradient evaluations (e.g. the gradient each ``jax.linearize`` of a
@@ -67,21 +70,38 @@ class Work(NamedTuple):
       nhess: dense Hessians formed.
     """
 
-    nfev: jax.Array
-    njev: jax.Array
-    nhvp: jax.Array
-    nhess: jax.Array
+    nfev: jax.Array | None = None
+    njev: jax.Array | None = None
+    nhvp: jax.Array | None = None
+    nhess: jax.Array | None = None
 
     @classmethod
-    def zeros(cls) -> Work:
-        """No work yet."""
-        zero = jnp.zeros([], jnp.int32)
-        return cls(zero, zero, zero, zero)
+    def zeros(cls, *counters: str) -> Work:
+        """Zero ``counters`` (names of fields; default: all four), the others absent."""
+        names = counters or cls._fields
+        unknown = set(names) - set(cls._fields)
+        if unknown:
+            raise ValueError(f"Unknown Work counters {sorted(unknown)}; valid: {cls._fields}.")
+        return cls(**{name: jnp.zeros([], jnp.int32) for name in names})
 
     def add(self, nfev: Any = 0, njev: Any = 0, nhvp: Any = 0, nhess: Any = 0) -> Work:
-        """These counts plus the given ones (kept as int32; a Python 0 adds nothing)."""
-        return Work(*(a if isinstance(b, int) and b == 0 else a + jnp.asarray(b, jnp.int32)
-                      for a, b in zip(self, (nfev, njev, nhvp, nhess), strict=True)))
+        """These counts plus the given ones (int32). A counter that is absent stays absent
+        and may only be given a Python 0."""
+        out = []
+        for name, have, more in zip(self._fields, self, (nfev, njev, nhvp, nhess),
+                                    strict=True):
+            if isinstance(more, int) and more == 0:
+                out.append(have)
+            elif have is None:
+                raise ValueError(f"Work counter `{name}` was not declared when the state was "
+                                 f"made: create it with Work.zeros(..., {name!r}).")
+            else:
+                out.append(have + jnp.asarray(more, jnp.int32))
+        return Work(*out)
+
+    def filled(self) -> Work:
+        """All four counters, absent ones as 0."""
+        return Work(*(jnp.zeros([], jnp.int32) if v is None else v for v in self))
 
 
 class StepRecord(NamedTuple):
@@ -108,14 +128,15 @@ class StepRecord(NamedTuple):
     work: Work
 
     @classmethod
-    def initial(cls, params: PyTree) -> StepRecord:
-        """The record before the first step (value ``inf``, zero gradient, no work)."""
+    def initial(cls, params: PyTree, counters: tuple[str, ...] = ("nfev",)) -> StepRecord:
+        """The record before the first step (value ``inf``, zero gradient, no work; the
+        transform will count ``counters``, see :class:`Work`)."""
         dtype = jnp.result_type(*jax.tree.leaves(params))
         zero = jnp.zeros([], dtype)
         return cls(value=jnp.full([], jnp.inf, dtype),
                    grad=jax.tree.map(jnp.zeros_like, params), step=zero, slope=zero,
                    status=jnp.asarray(StepStatus.ACCEPTED, jnp.int32),
-                   reset=jnp.zeros([], bool), work=Work.zeros())
+                   reset=jnp.zeros([], bool), work=Work.zeros(*counters))
 
 
 def _nodes(state: PyTree, kind: type) -> list:
@@ -124,11 +145,11 @@ def _nodes(state: PyTree, kind: type) -> list:
 
 
 def total_work(state: PyTree) -> Work:
-    """The sum of every :class:`Work` in a transform's state (records' included)."""
-    works = _nodes(state, Work)
+    """The sum of every :class:`Work` in a transform's state (records' included), all four
+    counters present."""
     total = Work.zeros()
-    for w in works:
-        total = total.add(*w)
+    for work in _nodes(state, Work):
+        total = total.add(*work.filled())
     return total
 
 

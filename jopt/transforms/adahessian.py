@@ -193,7 +193,7 @@ def adahessian(
         zero = jnp.zeros([], jnp.int32)
         return AdaHessianState(count=zero, key=jax.random.PRNGKey(seed),
                                mu=zeros_like_tree(params), nu=zeros_like_tree(params),
-                               work=Work.zeros())
+                               work=Work.zeros("nhvp"))
 
     def update(
         updates: PyTree,

@@ -252,7 +252,8 @@ def hessian_free(
             damping=jnp.asarray(damping, dtype), prev_solution=jax.tree.map(jnp.zeros_like,
                                                                             params),
             cg_iters=jnp.zeros([], jnp.int32), ratio=jnp.zeros([], dtype),
-            accepted=jnp.zeros([], bool), record=StepRecord.initial(params))
+            accepted=jnp.zeros([], bool),
+            record=StepRecord.initial(params, ("nfev", "njev", "nhvp")))
 
     def update(
         grads: PyTree,

@@ -105,7 +105,8 @@ def scale_by_newton_cg(maxiter: int | None = None) -> optax.GradientTransformati
 
     def init(params: PyTree) -> NewtonCGState:
         check_float_tree("params", params)
-        return NewtonCGState(Work.zeros(), jnp.zeros([], jnp.int32), jnp.zeros([], bool))
+        return NewtonCGState(Work.zeros("njev", "nhvp"), jnp.zeros([], jnp.int32),
+                             jnp.zeros([], bool))
 
     def update(grads, state, params=None, *, value_fn=None, **extra):
         del extra
@@ -213,7 +214,7 @@ def trust_ncg(
         dtype = jnp.result_type(*jax.tree.leaves(params))
         return TrustNCGState(jnp.asarray(_cap(initial_radius, dtype), dtype),
                              jnp.zeros([], dtype), jnp.zeros([], bool),
-                             StepRecord.initial(params))
+                             StepRecord.initial(params, ("nfev", "njev", "nhvp")))
 
     def update(grads, state, params=None, *, value=None, grad=None, value_fn=None, **extra):
         del extra, grad  # the gradient at params is `grads`
@@ -289,7 +290,7 @@ def scale_by_newton(shift: float | None = None) -> optax.GradientTransformationE
     def init(params: PyTree) -> NewtonState:
         check_float_tree("params", params)
         dtype = jnp.result_type(*jax.tree.leaves(params))
-        return NewtonState(Work.zeros(), jnp.zeros([], dtype))
+        return NewtonState(Work.zeros("nhess"), jnp.zeros([], dtype))
 
     def update(grads, state, params=None, *, value_fn=None, **extra):
         del extra

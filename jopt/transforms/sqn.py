@@ -185,7 +185,7 @@ def sqn(
         return SQNState(
             count=zero, iterate_sum=zeros, prev_average=zeros, num_averages=zero,
             s_history=hist, y_history=hist, rho=jnp.zeros([memory_size], dtype), head=zero,
-            gamma=jnp.zeros([], dtype), num_pairs=zero, num_skipped=zero, work=Work.zeros())
+            gamma=jnp.zeros([], dtype), num_pairs=zero, num_skipped=zero, work=Work.zeros("nhvp"))
 
     def hessian_objective(value_fn, hessian_value_fn, t):
         if hessian_value_fn is not None:
