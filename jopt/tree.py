@@ -18,9 +18,9 @@ def set_row(array: jax.Array, index: Any, value: Any) -> jax.Array:
     ``index``: ``array.at[index].set(value)`` as a dynamic-update-slice.
 
     (``.at[].set`` is a scatter in the jaxpr, which XLA turns into the same update later;
-    a solver loop holding a scatter is not compiled as one XLA:CPU function, see
-    :func:`jopt.xla_cpu.outlinable`. Under a mesh with explicit axes ``.at[].set`` is
-    kept: its sharding rule reconciles operand and update, the slice update's does not.)
+    the slice update is the plain operation every compiler path takes. Under a mesh with
+    explicit axes ``.at[].set`` is kept: its sharding rule reconciles operand and update,
+    the slice update's does not.)
     """
     value = jnp.asarray(value, array.dtype)
     if _on_mesh(array) or _on_mesh(value):
