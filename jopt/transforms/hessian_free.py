@@ -88,8 +88,6 @@ from jopt.tree import (
 )
 
 PyTree = Any
-MatVec = Callable[[PyTree], PyTree]
-ValueAndGrad = Callable[[PyTree], tuple[jax.Array, PyTree]]
 
 __all__ = ["HessianFreeState", "MartensCGResult", "StepChoice", "diagonal_preconditioner",
            "hessian_free", "levenberg_marquardt", "martens_cg", "save_iterations",
