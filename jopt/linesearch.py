@@ -179,6 +179,51 @@ class _Search(NamedTuple):
 _NOISE_BAND = 32
 
 
+def _wolfe_tests(a, f, d, f0, slope0, *, c1, c2, noise, band, approx_wolfe):
+    """``(armijo, ok, approx, noisy)`` for the trial ``(α, φ(α), φ'(α)) = (a, f, d)``:
+    sufficient decrease (read as ``φ' <= 0`` where ``f`` is within the noise band of
+    ``f0``), the strong Wolfe conditions, Hager-Zhang's approximate Wolfe conditions
+    (HZ 2005 eq. 4.1-4.2), and whether ``f``'s comparisons carry no information."""
+    armijo = f <= f0 + c1 * a * slope0
+    ok = armijo & (jnp.abs(d) <= -c2 * slope0)
+    if approx_wolfe:
+        # Judged by the derivative where f changes below rounding; f may exceed f0 only
+        # by rounding noise (a few ulps), never more.
+        approx = (f <= f0 + noise) & (d >= c2 * slope0) & (d <= (2 * c1 - 1) * slope0)
+        # Where f is within the band of f0 its comparisons carry no information: bracket
+        # on the sign of the derivative instead (still descending: move right). The band
+        # is wider than what may be accepted, since an f summed from cancelling terms
+        # carries more rounding than a few ulps of |f|; acceptance keeps the 8-ulp limit.
+        noisy = jnp.abs(f - f0) <= band
+    else:
+        approx = noisy = jnp.zeros([], bool)
+    return armijo | (noisy & (d <= 0)), ok, approx, noisy
+
+
+def _update_bracket(s, cur, armijo, ok, approx, noisy):
+    """One step of the bracketing phase (N&W Alg. 3.5) or the zoom (Alg. 3.6) with the
+    trial ``cur = (α, φ, φ')``: ``(zooming, accept, lo, hi, prev)``, both phases computed
+    and selected by arithmetic (one evaluation per loop step under ``vmap``)."""
+    f, d = cur[1], cur[2]
+    b_hi = ~armijo | (~noisy & (s.i > 0) & (f >= s.prev[1]))
+    b_accept = (~b_hi & ok) | approx
+    b_flip = ~b_hi & ~b_accept & (d >= 0)
+    b_zoom = b_hi | b_flip
+    b_lo = jnp.where(b_hi, s.prev, cur)
+    b_hi_t = jnp.where(b_hi, cur, s.prev)
+    z_hi = ~armijo | (~noisy & (f >= s.lo[1]))
+    z_accept = (~z_hi & ok) | approx
+    z_swap = ~z_hi & ~z_accept & (d * (s.hi[0] - s.lo[0]) >= 0)
+    z_lo = jnp.where(z_hi, s.lo, cur)
+    z_hi_t = jnp.where(z_hi, cur, jnp.where(z_swap, s.lo, s.hi))
+    zooming = s.zooming | b_zoom
+    accept = jnp.where(s.zooming, z_accept, b_accept)
+    lo = jnp.where(s.zooming, z_lo, b_lo)
+    hi = jnp.where(s.zooming, z_hi_t, b_hi_t)
+    prev = jnp.where(s.zooming, s.prev, cur)
+    return zooming, accept, lo, hi, prev
+
+
 def strong_wolfe_search(
     evaluate: Callable[[jax.Array], tuple[jax.Array, jax.Array, PyTree]],
     f0: jax.Array,
@@ -210,44 +255,12 @@ def strong_wolfe_search(
         finite = jnp.isfinite(f) & jnp.isfinite(d)
         f = jnp.where(finite, f, jnp.inf)
         d = jnp.where(finite, d, jnp.inf)
-        armijo = f <= f0 + c1 * a * slope0
-        ok = armijo & (jnp.abs(d) <= -c2 * slope0)
-        if approx_wolfe:
-            # HZ (2005) eq. 4.1-4.2: judged by the derivative where f changes below
-            # rounding; f may exceed f0 only by rounding noise (a few ulps), never more.
-            approx = (f <= f0 + noise) & (d >= c2 * slope0) & (d <= (2 * c1 - 1) * slope0)
-            # Where f is within noise of f0 its comparisons carry no information: bracket
-            # on the sign of the derivative instead (still descending: move right). The
-            # band is wider than what may be accepted: an f summed from terms that cancel
-            # carries more rounding than a few ulps of |f| (seen: 14 ulps on a quadratic,
-            # whose trials then shrank the bracket away from the minimizer). It steers
-            # the search only; acceptance keeps the 8-ulp limit.
-            noisy = jnp.abs(f - f0) <= band
-        else:
-            approx = noisy = jnp.zeros([], bool)
-        armijo = armijo | (noisy & (d <= 0))
+        armijo, ok, approx, noisy = _wolfe_tests(a, f, d, f0, slope0, c1=c1, c2=c2,
+                                                 noise=noise, band=band,
+                                                 approx_wolfe=approx_wolfe)
         ok_status = jnp.where(ok, LineSearchStatus.WOLFE, LineSearchStatus.APPROX_WOLFE)
         cur = jnp.stack([a, f, d])
-
-        # Bracketing phase (N&W Alg. 3.5).
-        b_hi = ~armijo | (~noisy & (s.i > 0) & (f >= s.prev[1]))
-        b_accept = (~b_hi & ok) | approx
-        b_flip = ~b_hi & ~b_accept & (d >= 0)
-        b_zoom = b_hi | b_flip
-        b_lo = jnp.where(b_hi, s.prev, cur)
-        b_hi_t = jnp.where(b_hi, cur, s.prev)
-        # Zoom phase (N&W Alg. 3.6).
-        z_hi = ~armijo | (~noisy & (f >= s.lo[1]))
-        z_accept = (~z_hi & ok) | approx
-        z_swap = ~z_hi & ~z_accept & (d * (s.hi[0] - s.lo[0]) >= 0)
-        z_lo = jnp.where(z_hi, s.lo, cur)
-        z_hi_t = jnp.where(z_hi, cur, jnp.where(z_swap, s.lo, s.hi))
-
-        zooming = s.zooming | b_zoom
-        accept = jnp.where(s.zooming, z_accept, b_accept)
-        lo = jnp.where(s.zooming, z_lo, b_lo)
-        hi = jnp.where(s.zooming, z_hi_t, b_hi_t)
-        prev = jnp.where(s.zooming, s.prev, cur)
+        zooming, accept, lo, hi, prev = _update_bracket(s, cur, armijo, ok, approx, noisy)
 
         improves = armijo & (f < s.best[1])  # strict decrease: noise never counts
         best = jnp.where(improves, jnp.stack([a, f]), s.best)
