@@ -318,6 +318,21 @@ def _boundary_tau(zz: jax.Array, zd: jax.Array, dd: jax.Array, radius2: jax.Arra
     return jnp.where(zd > 0, safe_div(-c, zd + root), safe_div(root - zd, dd))
 
 
+def _steihaug_arguments(matvec, g, radius, rtol, atol, maxiter, precond):
+    """:func:`steihaug_cg`'s checks: ``(matvec, precond, maxiter)`` checked and resolved."""
+    check_float_tree("g", g)
+    matvec = _operator("matvec", matvec, g, "g")
+    if precond is not None:
+        precond = _operator("precond", precond, g, "g")
+    if is_concrete_number(radius) and not float(radius) > 0:
+        raise ValueError(f"`radius` must be a positive number, got {radius!r}. "
+                         f"The trust-region radius bounds the step length ‖p‖.")
+    if rtol is not None:
+        check_nonnegative("rtol", rtol)
+    check_nonnegative("atol", atol)
+    return matvec, precond, _check_maxiter(maxiter, g)
+
+
 def steihaug_cg(
     matvec: MatVec,
     g: PyTree,
@@ -368,18 +383,8 @@ def steihaug_cg(
     Returns:
       A :class:`SteihaugResult`.
     """
-    check_float_tree("g", g)
-    matvec = _operator("matvec", matvec, g, "g")
-    if precond is not None:
-        precond = _operator("precond", precond, g, "g")
-    if is_concrete_number(radius) and not float(radius) > 0:
-        raise ValueError(f"`radius` must be a positive number, got {radius!r}. "
-                         f"The trust-region radius bounds the step length ‖p‖.")
-    if rtol is not None:
-        check_nonnegative("rtol", rtol)
-    check_nonnegative("atol", atol)
-    maxiter = _check_maxiter(maxiter, g)
-
+    matvec, precond, maxiter = _steihaug_arguments(matvec, g, radius, rtol, atol, maxiter,
+                                                   precond)
     dtype = _scalar_dtype(g)
     gnorm = tree_l2_norm(g)
     if rtol is None:

@@ -322,6 +322,18 @@ class _SelectCarry(NamedTuple):
     done: jax.Array
 
 
+def _kept_iterate(cg_result: MartensCGResult, ptr: jax.Array) -> tuple[PyTree, jax.Array]:
+    """The kept CG iterate at slot ``ptr`` and its model value (slot ``num_slots``: the
+    final iterate)."""
+    num_slots = cg_result.saved_q.shape[0]
+    if num_slots == 0:
+        return cg_result.x, cg_result.q
+    at = jnp.minimum(ptr, num_slots - 1)
+    last = ptr == num_slots
+    return (tree_select(last, cg_result.x, _stack_get(cg_result.saved, at)),
+            jnp.where(last, cg_result.q, cg_result.saved_q[at]))
+
+
 def select_step(
     evaluate: ValueAndGrad,
     cg_result: MartensCGResult,
@@ -343,20 +355,13 @@ def select_step(
     by ``jnp.where``: under ``vmap`` a batch costs its slowest member's evaluations.
     """
     dtype = f0.dtype
-    final = cg_result.x
     num_slots = cg_result.saved_q.shape[0]
 
     def candidate(ptr):
-        if num_slots == 0:
-            return final
-        at = jnp.minimum(ptr, num_slots - 1)
-        return tree_select(ptr == num_slots, final, _stack_get(cg_result.saved, at))
+        return _kept_iterate(cg_result, ptr)[0]
 
     def candidate_q(ptr):
-        if num_slots == 0:
-            return cg_result.q
-        at = jnp.minimum(ptr, num_slots - 1)
-        return jnp.where(ptr == num_slots, cg_result.q, cg_result.saved_q[at])
+        return _kept_iterate(cg_result, ptr)[1]
 
     def body(c: _SelectCarry) -> _SelectCarry:
         p = tree_select(c.searching, tree_scale(c.alpha, c.chosen), candidate(c.ptr))
@@ -402,7 +407,7 @@ def select_step(
         ptr=jnp.asarray(num_slots, jnp.int32),
         alpha=jnp.ones([], dtype),
         trials=jnp.zeros([], jnp.int32),
-        chosen=final,
+        chosen=cg_result.x,
         chosen_q=cg_result.q,
         f_one=jnp.full([], jnp.inf, dtype),
         g_one=g0,
