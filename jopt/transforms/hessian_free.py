@@ -145,6 +145,27 @@ def _objectives(model_fn, loss_fn, value_fn):
     return value_fn
 
 
+def _check_options(damping, max_cg_iters, cg_tol, warm_start_decay, precondition_exponent,
+                   min_damping, max_damping, armijo_c1, armijo_shrink,
+                   max_linesearch_steps) -> None:
+    """:func:`hessian_free`'s argument checks (each error names the argument)."""
+    check_nonnegative("damping", damping)
+    check_positive_int("max_cg_iters", max_cg_iters)
+    check_nonnegative("cg_tol", cg_tol)
+    check_in_range("warm_start_decay", warm_start_decay, 0.0, 1.0, hi_open=False)
+    check_in_range("precondition_exponent", precondition_exponent, 0.0, 1.0, hi_open=False)
+    check_nonnegative("min_damping", min_damping)
+    if not max_damping >= min_damping:
+        raise ValueError(f"Need `min_damping` <= `max_damping`, got {min_damping}, "
+                         f"{max_damping}.")
+    check_in_range("armijo_c1", armijo_c1, 0.0, 1.0)
+    check_in_range("armijo_shrink", armijo_shrink, 0.0, 1.0)
+    if not (armijo_c1 > 0 and armijo_shrink > 0):
+        raise ValueError(f"`armijo_c1` and `armijo_shrink` must lie in (0, 1), got "
+                         f"{armijo_c1}, {armijo_shrink}.")
+    check_positive_int("max_linesearch_steps", max_linesearch_steps)
+
+
 def hessian_free(
     model_fn: Callable[[PyTree], PyTree] | None = None,
     loss_fn: Callable[[PyTree], jax.Array] | None = None,
@@ -226,21 +247,8 @@ def hessian_free(
     """
     model_fn0 = _resolve("model_fn", model_fn, None)
     loss_fn0 = _resolve("loss_fn", loss_fn, None)
-    check_nonnegative("damping", damping)
-    check_positive_int("max_cg_iters", max_cg_iters)
-    check_nonnegative("cg_tol", cg_tol)
-    check_in_range("warm_start_decay", warm_start_decay, 0.0, 1.0, hi_open=False)
-    check_in_range("precondition_exponent", precondition_exponent, 0.0, 1.0, hi_open=False)
-    check_nonnegative("min_damping", min_damping)
-    if not max_damping >= min_damping:
-        raise ValueError(f"Need `min_damping` <= `max_damping`, got {min_damping}, "
-                         f"{max_damping}.")
-    check_in_range("armijo_c1", armijo_c1, 0.0, 1.0)
-    check_in_range("armijo_shrink", armijo_shrink, 0.0, 1.0)
-    if not (armijo_c1 > 0 and armijo_shrink > 0):
-        raise ValueError(f"`armijo_c1` and `armijo_shrink` must lie in (0, 1), got "
-                         f"{armijo_c1}, {armijo_shrink}.")
-    check_positive_int("max_linesearch_steps", max_linesearch_steps)
+    _check_options(damping, max_cg_iters, cg_tol, warm_start_decay, precondition_exponent,
+                   min_damping, max_damping, armijo_c1, armijo_shrink, max_linesearch_steps)
     no_warm_start = is_concrete_number(warm_start_decay) and float(warm_start_decay) == 0
 
     def init(params: PyTree) -> HessianFreeState:
