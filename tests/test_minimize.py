@@ -640,3 +640,17 @@ def test_line_search_names_a_non_scalar_value_fn():
     state = opt.init(x)
     with pytest.raises(ValueError, match="`value_fn` must return a scalar"):
         opt.update(x, state, x, value_fn=lambda y: 2.0 * y)
+
+
+def test_traced_nan_tolerance_is_never_a_silent_success():
+    """A NaN tolerance traced inside a caller's jit (x0 concrete): nothing converges on
+    it, so the run ends at maxiter with success False at the right point; it must not
+    take the one-function path, whose liveness flag is built from the tolerance."""
+
+    def f(x):
+        return jnp.sum((x - 1.0) ** 2) + 7.0
+
+    res = jax.jit(lambda t: jopt.minimize(f, jnp.full(3, 5.0), tol=t, maxiter=50))(jnp.nan)
+    assert int(res.status) == jopt.Status.MAXITER and not bool(res.success)
+    np.testing.assert_allclose(res.x, np.ones(3), atol=1e-8)
+    assert float(res.fun) == pytest.approx(7.0)
