@@ -654,3 +654,13 @@ def test_traced_nan_tolerance_is_never_a_silent_success():
     assert int(res.status) == jopt.Status.MAXITER and not bool(res.success)
     np.testing.assert_allclose(res.x, np.ones(3), atol=1e-8)
     assert float(res.fun) == pytest.approx(7.0)
+
+
+@pytest.mark.parametrize("name", ["maxiter", "maxfev"])
+def test_counts_beyond_int32_are_rejected_by_name(name):
+    f = lambda x: jnp.sum((x - 1.0) ** 2)  # noqa: E731
+    for value in (2**31, 2**32 + 5):
+        with pytest.raises(ValueError, match=f"`{name}` must be at most 2\\*\\*31 - 1"):
+            jopt.minimize(f, jnp.zeros(2), **{name: value})
+    res = jopt.minimize(f, jnp.zeros(2), **{name: 2**31 - 1})
+    assert bool(res.success)

@@ -33,14 +33,21 @@ def check_tolerance(name: str, value: Any, allow_zero: bool) -> None:
             raise ValueError(f"`{name}` must be {need}, got {value!r}.")
 
 
+_INT32_MAX = 2**31 - 1  # counts are int32 inside the compiled loop
+
+
 def check_count(name: str, value: Any) -> None:
-    """A count: ``None`` or a Python int ``>= 1``."""
+    """A count: ``None`` or a Python int in ``[1, 2³¹ − 1]`` (int32 inside the loop)."""
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise TypeError(f"`{name}` must be a Python int >= 1, got {value!r}.")
     if value < 1:
         raise ValueError(f"`{name}` must be >= 1, got {value}.")
+    if value > _INT32_MAX:
+        raise ValueError(f"`{name}` must be at most 2**31 - 1 = {_INT32_MAX} (an int32 "
+                         f"inside the compiled loop), got {value}; pass None or a smaller "
+                         f"limit.")
 
 
 def check_args(args: Any) -> None:
