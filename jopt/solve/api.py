@@ -289,7 +289,7 @@ def minimize(
         prep.plan, (prep.x, prep.args, tol, ftol, xtol, no_limit), fun=fun, x=prep.x,
         args=args)
     res = _unpack(ran, *out)
-    if key is not None:
+    if key is not None and ran == prep.plan:  # (not a fallback, e.g. inside a caller's jit)
         program = platform.compiled(_minimize_program, 3, ran.profile).program(
             config._replace(split=ran.split), ran, prep.tx)
         _FAST.set(key, (program, ran, prep.dtype))
