@@ -26,7 +26,14 @@ from jopt._platform import options as _options
 from jopt._platform import outline as _outline
 from jopt._platform.policy import platform_policy, tuned_cpu
 from jopt._platform.probe import warn_once, xla_metadata
-from jopt._platform.programs import BoundedJit, FastCalls, PerObjective, held_programs
+from jopt._platform.programs import (
+    BoundedJit,
+    FastCalls,
+    PerObjective,
+    WeakCallable,
+    held_programs,
+    weakly,
+)
 from jopt._platform.small_loops import (
     enable_small_loop_kernels,
     small_loop_flags,
@@ -38,6 +45,7 @@ __all__ = [
     "BoundedJit",
     "FastCalls",
     "Plan",
+    "WeakCallable",
     "compiled",
     "enable_small_loop_kernels",
     "held_programs",
@@ -48,6 +56,7 @@ __all__ = [
     "run",
     "small_loop_flags",
     "small_loop_threshold",
+    "weakly",
 ]
 
 
@@ -201,6 +210,7 @@ def loop_program(static_argnames: tuple[str, ...]) -> Callable[[Callable], Calla
         def call(*args: Any, **kwargs: Any) -> Any:
             nested = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(args))
             profile = "cpu-loops" if not nested and tuned_cpu() else None
+            args = (weakly(args[0]), *args[1:])  # (the store must not keep it alive)
             try:
                 return _loop_jit(fn, static_argnames, profile)(*args, **kwargs)
             except ValueError as err:  # inside a caller's jit with only constant inputs

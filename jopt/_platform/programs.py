@@ -11,11 +11,19 @@ static value, in one least-recently-used store shared by all of jopt's drivers, 
 most :data:`MAX_PROGRAMS` of them. Dropping the jitted partial frees its programs (JAX's own
 caches hold a jitted function only weakly), so memory stays bounded however many objectives
 a process solves; a dropped program is compiled again if its objective comes back.
+
+The store never keeps a caller's objective alive: drivers pass it through :func:`weakly`,
+whose proxy holds it by a weak reference, and when the objective is collected every
+program and fast-call entry made for it is dropped at once (or at the store's next use,
+when another thread holds its lock) — with the constants its closure baked into them.
+``jax.jit`` itself holds a dropped function weakly; without this the store would keep up to
+:data:`MAX_PROGRAMS` closures and all the arrays they capture.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Sequence
@@ -28,7 +36,96 @@ import jax
 MAX_PROGRAMS = 64
 
 _PROGRAMS: dict[Hashable, Callable] = {}
+_PROXIES: dict[Hashable, tuple] = {}  # key -> the WeakCallables its static values hold
 _LOCK = threading.Lock()
+_deaths = 0  # objectives collected so far (a store purges when it has seen fewer)
+_programs_seen_deaths = 0
+_FAST_STORES: weakref.WeakSet = weakref.WeakSet()
+
+
+class WeakCallable:
+    """A callable that calls ``fn`` through a weak reference: hashes and compares as ``fn``
+    does while ``fn`` lives (so it keys a cache as ``fn`` would); a dead one equals only
+    itself. Bound methods are held by :class:`weakref.WeakMethod`."""
+
+    __slots__ = ("__weakref__", "_hash", "_ref")
+
+    def __init__(self, fn: Callable) -> None:
+        ref_type = weakref.WeakMethod if inspect.ismethod(fn) else weakref.ref
+        self._ref = ref_type(fn, _objective_died)
+        self._hash = hash(fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        fn = self._ref()
+        if fn is None:  # (a program is only traced while its caller holds the objective)
+            raise RuntimeError("jopt: the objective of this program was garbage-collected.")
+        return fn(*args, **kwargs)
+
+    @property
+    def alive(self) -> bool:
+        return self._ref() is not None
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, WeakCallable) or self._hash != other._hash:
+            return False
+        mine, theirs = self._ref(), other._ref()
+        return mine is not None and theirs is not None and (mine is theirs or mine == theirs)
+
+    def __repr__(self) -> str:
+        return f"weakly({self._ref()!r})"
+
+
+def weakly(fn: Any) -> Any:
+    """``fn`` held weakly (a :class:`WeakCallable`) for a key of the program store;
+    ``fn`` itself when it cannot be weakly referenced or hashed (it then lives as long as
+    its programs, as before)."""
+    if isinstance(fn, WeakCallable) or not callable(fn):
+        return fn
+    try:
+        return WeakCallable(fn)
+    except TypeError:
+        return fn
+
+
+def _proxies_in(value: Any, depth: int = 3) -> tuple:
+    """The WeakCallables in a key: at its top level and inside tuples (NamedTuples such as
+    the loop's config), a few levels deep."""
+    if isinstance(value, WeakCallable):
+        return (value,)
+    if depth and isinstance(value, tuple):
+        return tuple(p for item in value for p in _proxies_in(item, depth - 1))
+    return ()
+
+
+def _objective_died(_ref: Any) -> None:
+    """Weak-reference callback: count the death and purge the stores whose lock is free
+    now (never blocks: it may run inside the garbage collector, in any thread, even one
+    holding a lock); the others purge on their next use."""
+    global _deaths
+    _deaths += 1
+    if _LOCK.acquire(blocking=False):
+        try:
+            _purge_programs()
+        finally:
+            _LOCK.release()
+    for store in list(_FAST_STORES):
+        store.purge_if_free()
+
+
+def _purge_programs() -> None:
+    """(with ``_LOCK`` held) Drop the programs made for a collected objective."""
+    global _programs_seen_deaths
+    _programs_seen_deaths = _deaths
+    dead = [key for key, proxies in _PROXIES.items()
+            if any(not p.alive for p in proxies)]
+    for key in dead:
+        _PROGRAMS.pop(key, None)
+        _PROXIES.pop(key, None)
 
 
 class BoundedJit:
@@ -72,6 +169,8 @@ class BoundedJit:
 
     def _lookup(self, key: tuple) -> Callable:
         with _LOCK:  # threads may solve at once: keep the multi-step update whole
+            if _programs_seen_deaths != _deaths:
+                _purge_programs()
             program = _PROGRAMS.pop(key, None)
             if program is None:
                 named = dict(key[2]) if len(key) > 2 else {}
@@ -80,7 +179,12 @@ class BoundedJit:
                 program = jax.jit(functools.partial(self._fn, *key[1], **named),
                                   **self._jit_kwargs)
                 while len(_PROGRAMS) >= MAX_PROGRAMS:
-                    del _PROGRAMS[next(iter(_PROGRAMS))]  # the least recently used
+                    oldest = next(iter(_PROGRAMS))  # the least recently used
+                    del _PROGRAMS[oldest]
+                    _PROXIES.pop(oldest, None)
+                proxies = _proxies_in(key[1:])
+                if proxies:
+                    _PROXIES[key] = proxies
             _PROGRAMS[key] = program  # (re)inserted last: the most recently used
         return program
 
@@ -99,12 +203,30 @@ def held_programs() -> int:
 class FastCalls:
     """A bounded, thread-safe map from an eager call's static inputs to its compiled
     program: a repeat call skips the argument checks and conversions (as much Python as a
-    small solve) and calls the program directly. Oldest entries are dropped first."""
+    small solve) and calls the program directly. Oldest entries are dropped first, and
+    entries whose key holds a collected objective (see :func:`weakly`) as soon as it is."""
 
     def __init__(self, max_size: int = 64) -> None:
         self._max = max_size
         self._items: dict = {}
         self._lock = threading.Lock()
+        self._seen_deaths = 0
+        _FAST_STORES.add(self)
+
+    def purge_if_free(self) -> None:
+        """Drop entries of collected objectives, unless another thread holds the lock."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._purge()
+            finally:
+                self._lock.release()
+
+    def _purge(self) -> None:
+        self._seen_deaths = _deaths
+        dead = [key for key in self._items
+                if any(not p.alive for p in _proxies_in(key, depth=1))]
+        for key in dead:
+            del self._items[key]
 
     def get(self, key: Hashable) -> Any:
         with self._lock:
@@ -112,6 +234,8 @@ class FastCalls:
 
     def set(self, key: Hashable, value: Any) -> None:
         with self._lock:
+            if self._seen_deaths != _deaths:
+                self._purge()
             self._items.pop(key, None)
             while len(self._items) >= self._max:
                 del self._items[next(iter(self._items))]

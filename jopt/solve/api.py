@@ -74,7 +74,8 @@ def _prepare(fun: Callable, x: PyTree, method: Method, args: tuple, *, name: str
 
 @functools.lru_cache(maxsize=256)
 def _device_scalar(value: float, dtype: np.dtype) -> jax.Array:
-    return jnp.asarray(value, dtype)
+    with np.errstate(over="ignore"):  # (a tolerance beyond the dtype's range is inf)
+        return jnp.asarray(np.asarray(value, dtype))
 
 
 def _tolerance(value: Any, dtype: Any, nested: bool) -> Any:
@@ -163,6 +164,14 @@ def _unpack(the_plan: platform.Plan, res: MinimizeResult, extra: jax.Array) -> M
                           res.f_history, res.gnorm_history)
 
 
+def _run(*run_args: Any, fun: Callable, x: PyTree, args: tuple,
+         name: str = "x0") -> tuple[platform.Plan, Any]:
+    """:func:`jopt._platform.run`, an error raised by the objective itself re-raised
+    naming ``x0``/``args`` (see :func:`checks.objective_errors`)."""
+    with checks.objective_errors(fun, x, args, name):
+        return platform.run(*run_args, fun=fun, x=x, args=args)
+
+
 # ------------------------------------------------------------------ the fast eager path
 
 _FAST = platform.FastCalls(64)
@@ -189,7 +198,7 @@ def _fast_key(fun: Callable, x0: PyTree, method: Any, args: tuple, tolerances: t
             return None
     if not x_leaves or any(weak for _, _, weak in avals[:len(x_leaves)]):
         return None  # a weakly-typed x0 is converted on the checked path
-    key = (fun, method, options, x_def, a_def, tuple(avals),
+    key = (platform.weakly(fun), method, options, x_def, a_def, tuple(avals),
            tuple(type(t) for t in tolerances), tuple(t != 0 for t in tolerances),
            platform.platform_policy())
     try:
@@ -279,12 +288,12 @@ def minimize(
     prep = _prepare(fun, x0, method, args, verbose=verbose, tolerances=(tol, ftol, xtol))
     if not prep.nested:
         note_closure(fun, x0)
-    config = LoopConfig(fun, maxiter, maxfev, verbose, checks.test_on(ftol),
+    config = LoopConfig(platform.weakly(fun), maxiter, maxfev, verbose, checks.test_on(ftol),
                         checks.test_on(xtol), history_size=checks.history_length(
                             history, history_size, maxiter))
     tol, ftol, xtol = (_tolerance(t, prep.dtype, prep.nested) for t in (tol, ftol, xtol))
     no_limit = np.asarray(NO_LIMIT, np.int32) if prep.nested else _no_limit()
-    ran, out = platform.run(
+    ran, out = _run(
         _minimize_program, 3, lambda p: (config._replace(split=p.split), p, prep.tx),
         prep.plan, (prep.x, prep.args, tol, ftol, xtol, no_limit), fun=fun, x=prep.x,
         args=args)
@@ -337,9 +346,9 @@ def minimize_init(
     checks.check_count("maxiter", maxiter)
     checks.check_count("history_size", history_size)
     prep = _prepare(fun, x0, method, args, tolerances=(tol,))
-    config = LoopConfig(fun, maxiter=1, history_size=checks.history_length(
+    config = LoopConfig(platform.weakly(fun), maxiter=1, history_size=checks.history_length(
         history, history_size, maxiter))
-    _, state = platform.run(
+    _, state = _run(
         _init_program, 3, lambda p: (config._replace(split=p.split), p, prep.tx), prep.plan,
         (prep.x, prep.args, checks.strong(tol, prep.dtype)), fun=fun, x=prep.x, args=args)
     return state
@@ -390,11 +399,12 @@ def minimize_run(
                     tolerances=(tol, ftol, xtol, state))
     tol, ftol, xtol = (checks.strong(t, prep.dtype) for t in (tol, ftol, xtol))
     steps = np.asarray(NO_LIMIT if num_steps is None else num_steps, np.int32)
-    config = LoopConfig(fun, maxiter, maxfev, verbose, checks.test_on(ftol),
+    config = LoopConfig(platform.weakly(fun), maxiter, maxfev, verbose, checks.test_on(ftol),
                         checks.test_on(xtol))
-    _, state = platform.run(
+    _, state = _run(
         _segment_program, 3, lambda p: (config._replace(split=p.split), p, prep.tx),
-        prep.plan, (state, prep.args, tol, ftol, xtol, steps), fun=fun, x=prep.x, args=args)
+        prep.plan, (state, prep.args, tol, ftol, xtol, steps), fun=fun, x=prep.x, args=args,
+        name="state.x")
     return state
 
 

@@ -3,7 +3,9 @@ trace time): each error names the argument, what was wrong, and the fix."""
 
 from __future__ import annotations
 
+import contextlib
 import numbers
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -12,7 +14,8 @@ import numpy as np
 from jopt._checks import is_concrete_number
 
 __all__ = ["check_args", "check_count", "check_run_options", "check_tolerance",
-           "check_verbose", "history_length", "strong", "test_on", "traced"]
+           "check_verbose", "history_length", "objective_errors", "strong", "test_on",
+           "traced"]
 
 
 def check_tolerance(name: str, value: Any, allow_zero: bool) -> None:
@@ -91,9 +94,35 @@ def strong(a: Any, dtype: Any = None) -> Any:
     """``a`` as a strongly-typed array (of ``dtype``), converting only when needed (a
     weakly-typed ``x0`` must hit the same compiled program as an ordinary array)."""
     if dtype is not None and is_concrete_number(a) and not isinstance(a, jax.Array):
-        return np.asarray(a, dtype)
+        with np.errstate(over="ignore"):  # (a tolerance beyond the dtype's range is inf)
+            return np.asarray(a, dtype)
     current = getattr(a, "dtype", None)
     if current is None or getattr(a, "weak_type", False) or (
             dtype is not None and current != dtype):
         return jax.lax.convert_element_type(a, dtype or jax.numpy.result_type(a))
     return a
+
+
+def _shapes(tree: Any) -> str:
+    leaves = jax.tree.leaves(tree)
+    return "[" + ", ".join(f"{getattr(v, 'dtype', type(v).__name__)}{list(np.shape(v))}"
+                           for v in leaves) + "]"
+
+
+@contextlib.contextmanager
+def objective_errors(fun: Callable, x: Any, args: tuple, name: str = "x0") -> Iterator[None]:
+    """Re-raise an error that calling ``fun(x, *args)`` itself raises (a broadcasting
+    error deep in the objective, say) as one that names ``x0`` and ``args`` and their
+    shapes; errors from elsewhere pass unchanged. Costs nothing unless something raised."""
+    try:
+        yield
+    except (TypeError, ValueError) as err:
+        try:
+            jax.eval_shape(fun, x, *args)
+        except (TypeError, ValueError) as own:
+            raise type(err)(
+                f"calling `fun({name}, *args)` raised {type(own).__name__}: {own}\n"
+                f"Check that `{name}` and `args` are what `fun` expects: `{name}` has "
+                f"leaves {_shapes(x)}, `args` has {len(args)} argument(s) with leaves "
+                f"{_shapes(args)}.") from err
+        raise

@@ -188,7 +188,7 @@ def _body(config: LoopConfig, tx: optax.GradientTransformationExtraArgs, args: t
         status = jnp.select(
             [~finite, ends & at_precision, ends, gnorm <= tol, small_f, small_x,
              stall >= STALL_LIMIT, nit >= config.maxiter],
-            [Status.NONFINITE, Status.PRECISION, Status.LINESEARCH_FAILED, Status.CONVERGED,
+            [Status.NONFINITE, Status.PRECISION, Status.STEP_FAILED, Status.CONVERGED,
              Status.SMALL_CHANGE, Status.SMALL_CHANGE, Status.PRECISION, Status.MAXITER],
             -1,
         ).astype(jnp.int32)

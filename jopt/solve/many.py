@@ -174,8 +174,9 @@ def _minimize_many(
     member_args = tuple(jax.tree.map(lambda leaf: leaf[0], a) if axis == 0 else a
                         for a, axis in zip(args, axes, strict=True))
     the_plan = platform.plan(fun, member, member_args, nested=False, batched=True)
-    config = LoopConfig(fun, maxiter, maxfev, 0, checks.test_on(ftol), checks.test_on(xtol),
-                        the_plan.split, checks.history_length(history, history_size, maxiter))
+    config = LoopConfig(platform.weakly(fun), maxiter, maxfev, 0, checks.test_on(ftol),
+                        checks.test_on(xtol), the_plan.split,
+                        checks.history_length(history, history_size, maxiter))
     tol, ftol, xtol = (checks.strong(t, dtype) for t in (tol, ftol, xtol))
     init = platform.compiled(_batched_init, 3, the_plan.profile)
     run = platform.compiled(_segment_many, 3, the_plan.profile, donate_argnums=(3,))

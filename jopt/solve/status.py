@@ -19,7 +19,8 @@ class Status(enum.IntEnum):
     RUNNING = -1  # a state still iterating (minimize_run with num_steps)
     CONVERGED = 0  # ‖∇f‖∞ <= tol
     MAXITER = 1
-    LINESEARCH_FAILED = 2  # two failed steps in a row (line search or trust region)
+    STEP_FAILED = 2  # two failed steps in a row (line search or trust region)
+    LINESEARCH_FAILED = 2  # (scipy's name for it; an alias)
     NONFINITE = 3
     SMALL_CHANGE = 4  # relative f change <= ftol or step <= xtol
     MAXFEV = 5
@@ -30,7 +31,8 @@ MESSAGES: dict[int, str] = {
     -1: "Running.",
     0: "Optimization terminated successfully: gradient norm below tol.",
     1: "Maximum number of iterations reached.",
-    2: "Line search failed to find a lower value.",
+    2: "No lower value found: two steps in a row failed (the line search, or the trust "
+       "region's step).",
     3: "Non-finite value or gradient (NaN/Inf) encountered; returning the last finite point.",
     4: "Converged: change in f or x below ftol/xtol.",
     5: "Maximum number of function evaluations reached.",

@@ -112,7 +112,7 @@ def scale_by_newton_cg(maxiter: int | None = None) -> optax.GradientTransformati
         del extra
         _need_objective("scale_by_newton_cg", value_fn, params)
         _, hvp = grad_and_hvp_fn(value_fn, params)
-        limit = maxiter or min(20 * _size(params), 1000)
+        limit = maxiter or min(max(20 * _size(params), 1), 1000)
         res = cg(hvp, tree_scale(-1.0, grads), rtol=_forcing_rtol(grads), maxiter=limit)
         first = res.negative_curvature & (res.num_iters <= 1)
         direction = tree_select(first, _scaled_steepest_descent(grads, res.curvature), res.x)
@@ -230,7 +230,7 @@ def trust_ncg(
         restart = state.record.status == StepStatus.FAILED
         start_radius = jnp.where(restart, _cap(initial_radius, dtype), state.radius)
         _, hvp = grad_and_hvp_fn(value_fn, params)
-        limit = maxiter or min(20 * _size(params), 1000)
+        limit = maxiter or min(max(20 * _size(params), 1), 1000)
         sub = steihaug_cg(hvp, grads, start_radius, rtol=_forcing_rtol(grads), maxiter=limit)
         trial_value, trial_grad = value_and_grad(tree_add_scaled(params, 1.0, sub.step))
         predicted = sub.model_decrease
@@ -297,6 +297,9 @@ def scale_by_newton(shift: float | None = None) -> optax.GradientTransformationE
         _need_objective("scale_by_newton", value_fn, params)
         h = hessian_matrix(value_fn, params)
         g, unravel = ravel_pytree(grads)
+        # (LAPACK has no half-precision eigh: half-precision problems decompose in float32)
+        work_dtype = jnp.promote_types(g.dtype, jnp.float32)
+        out_dtype, g, h = g.dtype, g.astype(work_dtype), h.astype(work_dtype)
         lam, q = jnp.linalg.eigh(0.5 * (h + h.T))
         scale = jnp.max(jnp.abs(lam), initial=0.0)
         delta = (jnp.sqrt(jnp.finfo(g.dtype).eps) * jnp.maximum(1.0, scale)
@@ -304,8 +307,10 @@ def scale_by_newton(shift: float | None = None) -> optax.GradientTransformationE
         modified = jnp.maximum(jnp.abs(lam), delta)
         direction = -(q @ ((q.T @ g) / modified))
         ok = jnp.all(jnp.isfinite(direction))
-        direction = jnp.where(ok, direction, -g)
-        return unravel(direction), NewtonState(state.work.add(nhess=1), lam[0])
+        direction = jnp.where(ok, direction, -g).astype(out_dtype)
+        smallest = jnp.min(lam, initial=jnp.inf)  # (inf for an empty x: no eigenvalues)
+        return unravel(direction), NewtonState(state.work.add(nhess=1),
+                                               smallest.astype(state.min_eigenvalue.dtype))
 
     return optax.GradientTransformationExtraArgs(init, update)
 

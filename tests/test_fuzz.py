@@ -1,0 +1,228 @@
+"""Fuzzing the public solve API: success means verified.
+
+Hypothesis draws an objective (smooth, curved, flat, unbounded below, NaN off its domain),
+a starting point (dtype float16 to float64, shapes from zero-size to pytrees, values from
+zeros to 1e30 and NaN), tolerances (tiny, huge, zero, negative, NaN, inf; concrete or
+traced), counts (0, 1, 2³¹, negative) and a wrapping (eager, ``jit``, ``vmap``), and calls
+``jopt.minimize`` with every registered method or ``jopt.minimize_many``. Every call must
+end in one of two ways:
+
+* a ``ValueError`` / ``TypeError`` whose message names the offending argument in
+  backquotes, or
+* a result whose statuses are known codes, with ``success`` exactly for CONVERGED and
+  SMALL_CHANGE, ``nit <= maxiter``, and — where ``success`` is true — a finite ``x`` and
+  ``fun``, ``fun == f(x)`` and the stopping test recomputed here, outside jopt: the
+  gradient's ∞-norm at ``x`` is at most ``tol`` (to rounding), or, for SMALL_CHANGE, an
+  ``ftol``/``xtol`` test was switched on.
+
+``make test`` runs a bounded budget (``JOPT_FUZZ_EXAMPLES``, default 30, drawn
+deterministically); the long run is ``JOPT_FUZZ_EXAMPLES=20000 python -m pytest
+tests/test_fuzz.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+import jopt
+from jopt._platform import programs
+
+EXAMPLES = int(os.environ.get("JOPT_FUZZ_EXAMPLES", "30"))
+ARGUMENTS = {"fun", "x0", "x0s", "args", "args_axes", "method", "tol", "ftol", "xtol",
+             "maxiter", "maxfev"}
+KNOWN_STATUS = {int(s) for s in jopt.Status if s >= 0}
+
+
+# ----------------------------------------------------------------------- objectives
+# (module-level functions: the same objects every example, so programs are reused)
+
+
+def _flat(x: Any) -> jax.Array:
+    leaves = [jnp.ravel(leaf) for leaf in jax.tree.leaves(x)]
+    return jnp.concatenate(leaves) if leaves else jnp.zeros(0)
+
+
+def quadratic(x, c):
+    z = _flat(x)
+    return jnp.sum((z - c) ** 2) + 7.0
+
+
+def rosenbrock(x, c):
+    z = _flat(x)
+    return (jnp.sum(100.0 * (z[1:] - z[:-1] ** 2) ** 2 + (1.0 - z[:-1]) ** 2)
+            + jnp.sum((z - c) ** 2) * 1e-3)
+
+
+def flat(x, c):
+    del c
+    return jnp.sum(_flat(x)) * 0.0 + 3.0
+
+
+def unbounded(x, c):
+    return -jnp.sum(_flat(x) * c)
+
+
+def log_barrier(x, c):
+    z = _flat(x)
+    return jnp.sum(z - c * jnp.log(z))  # NaN where z <= 0
+
+
+def vector_valued(x, c):
+    return _flat(x) * c  # not a scalar: a TypeError naming `fun` (unless size 1)
+
+
+class Problem(NamedTuple):
+    fun: Any
+    gscale: Any  # a bound on the gradient's summands at x: rounding is eps times this
+
+
+PROBLEMS = {
+    "quadratic": Problem(quadratic, lambda z, c: 2 * (np.abs(z) + abs(c)) + 1),
+    "rosenbrock": Problem(rosenbrock, lambda z, c: 400 * np.abs(z) ** 3 + 202 * np.abs(z) + 2),
+    "flat": Problem(flat, lambda z, c: np.ones_like(z)),
+    "unbounded": Problem(unbounded, lambda z, c: np.full_like(z, abs(c) + 1)),
+    "log_barrier": Problem(log_barrier, lambda z, c: 1 + abs(c) / np.abs(z)),
+    "vector_valued": Problem(vector_valued, lambda z, c: np.ones_like(z)),
+}
+
+DTYPES = [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64]
+SHAPES = [(), (0,), (1,), (3,), (2, 2), "tree"]
+VALUES = ["zeros", "fives", "normal", "huge", "nan"]
+TOLS = [1e-6, 1e-30, 1e30, 0.0, -1.0, float("nan"), float("inf")]
+FTOLS = [0.0, 1e-12, float("nan")]
+XTOLS = [0.0, 1e-9]
+MAXITERS = [0, 1, 7, 200, 2**31, -3]
+MAXFEVS = [None, 1, 50, 2**31]
+APIS = [*jopt.method_names(), "many"]
+WRAPS = ["eager", "jit", "vmap"]
+
+
+def _start(shape: Any, values: str, dtype: Any, seed: int) -> Any:
+    rng = np.random.default_rng(seed)
+
+    def leaf(s: tuple) -> jax.Array:
+        v = {"zeros": np.zeros(s), "fives": np.full(s, 5.0),
+             "normal": rng.standard_normal(s) + 1.5, "huge": np.full(s, 1e30),
+             "nan": np.where(rng.random(s) < 0.5, np.nan, 1.0)}[values]
+        return jnp.asarray(v, dtype)
+
+    if shape == "tree":
+        return {"a": leaf((2,)), "b": leaf(())}
+    return leaf(shape)
+
+
+# ----------------------------------------------------------------------- the oracle
+
+
+def _names_an_argument(err: Exception) -> bool:
+    return bool(ARGUMENTS & set(re.findall(r"`([A-Za-z_0-9]+)", str(err))))
+
+
+def _member(tree: Any, i: int | None) -> Any:
+    return tree if i is None else jax.tree.map(lambda a: a[i], tree)
+
+
+def _verify_member(res: Any, i: int | None, problem: Problem, c: float, tol: float,
+                   ftol: float, xtol: float, maxiter: int) -> None:
+    status, success = int(_member(res.status, i)), bool(_member(res.success, i))
+    assert status in KNOWN_STATUS, status
+    assert success == (status in (jopt.Status.CONVERGED, jopt.Status.SMALL_CHANGE))
+    assert int(_member(res.nit, i)) <= maxiter
+    if not success:
+        return
+    x, fun = _member(res.x, i), _member(res.fun, i)
+    z = np.asarray(_flat(x), np.float64)
+    assert np.all(np.isfinite(z)) and np.isfinite(float(fun)), (x, fun)
+    dtype = jnp.result_type(*jax.tree.leaves(x)) if jax.tree.leaves(x) else jnp.float32
+    eps = float(jnp.finfo(dtype).eps)
+    fx = float(problem.fun(x, jnp.asarray(c, dtype)))  # eagerly, outside jopt
+    assert abs(float(fun) - fx) <= 8 * eps * max(1.0, abs(fx)), (float(fun), fx)
+    if status == jopt.Status.CONVERGED:
+        g = np.asarray(_flat(jax.grad(problem.fun)(x, jnp.asarray(c, dtype))), np.float64)
+        slack = 16 * eps * np.max(problem.gscale(z, c), initial=0.0)
+        assert np.max(np.abs(g), initial=0.0) <= tol + slack, (g, tol)
+    else:  # SMALL_CHANGE: only where an ftol or xtol test was on
+        assert ftol > 0 or xtol > 0
+
+
+# ----------------------------------------------------------------------- the test
+
+
+@st.composite
+def calls(draw: Any) -> dict:
+    return dict(
+        problem=draw(st.sampled_from(sorted(PROBLEMS))),
+        api=draw(st.sampled_from(APIS)),
+        dtype=draw(st.sampled_from(DTYPES)),
+        shape=draw(st.sampled_from(SHAPES)),
+        values=draw(st.sampled_from(VALUES)),
+        seed=draw(st.integers(0, 3)),
+        c=draw(st.sampled_from([1.0, -2.0, 0.5])),
+        tol=draw(st.sampled_from(TOLS)),
+        ftol=draw(st.sampled_from(FTOLS)),
+        xtol=draw(st.sampled_from(XTOLS)),
+        maxiter=draw(st.sampled_from(MAXITERS)),
+        maxfev=draw(st.sampled_from(MAXFEVS)),
+        wrap=draw(st.sampled_from(WRAPS)),
+        traced_tol=draw(st.booleans()),
+    )
+
+
+def _solve(call: dict) -> tuple[Any, bool]:
+    """Make the drawn call; returns the result and whether it is batched."""
+    problem = PROBLEMS[call["problem"]]
+    x0 = _start(call["shape"], call["values"], call["dtype"], call["seed"])
+    args = (jnp.asarray(call["c"], call["dtype"]),)
+    options = dict(maxiter=call["maxiter"], maxfev=call["maxfev"])
+    tols = dict(tol=call["tol"], ftol=call["ftol"], xtol=call["xtol"])
+    if call["api"] == "many":
+        x0s = jax.tree.map(lambda a: jnp.stack([a, a * 0.5]), x0)
+        return jopt.minimize_many(problem.fun, x0s, args=args, **tols, **options), True
+
+    def solve(x0: Any, tols: dict) -> Any:
+        return jopt.minimize(problem.fun, x0, args, method=call["api"], **tols, **options)
+
+    if call["traced_tol"] and call["wrap"] != "eager":
+        tols = {k: jnp.asarray(v, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+                for k, v in tols.items()}
+    if call["wrap"] == "jit":
+        return jax.jit(solve)(x0, tols), False
+    if call["wrap"] == "vmap":
+        x0s = jax.tree.map(lambda a: jnp.stack([a, jnp.full_like(a, jnp.nan)]), x0)
+        return jax.vmap(solve, in_axes=(0, None))(x0s, tols), True
+    return solve(x0, tols), False
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _roomy_program_store():
+    """Keep every program the fuzz draws compiled (the draws repeat), as a long run needs."""
+    saved = programs.MAX_PROGRAMS
+    programs.MAX_PROGRAMS = 4096
+    yield
+    programs.MAX_PROGRAMS = saved
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 100,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(calls())
+def test_public_api_never_claims_an_unverified_success(call: dict) -> None:
+    try:
+        res, batched = _solve(call)
+    except (ValueError, TypeError) as err:
+        assert _names_an_argument(err), f"{type(err).__name__} names no argument: {err}"
+        event(f"refused: {type(err).__name__}")
+        return
+    maxiter = call["maxiter"]
+    event(f"solved, success={bool(np.any(res.success))}")
+    for i in (range(np.shape(res.status)[0]) if batched else (None,)):
+        _verify_member(res, i, PROBLEMS[call["problem"]], call["c"], call["tol"],
+                       call["ftol"], call["xtol"], maxiter)
