@@ -96,14 +96,44 @@ PROBLEMS = {
 
 DTYPES = [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64]
 SHAPES = [(), (0,), (1,), (3,), (2, 2), "tree"]
-VALUES = ["zeros", "fives", "normal", "huge", "nan"]
-TOLS = [1e-6, 1e-30, 1e30, 0.0, -1.0, float("nan"), float("inf")]
-FTOLS = [0.0, 1e-12, float("nan")]
-XTOLS = [0.0, 1e-9]
-MAXITERS = [0, 1, 7, 200, 2**31, -3]
-MAXFEVS = [None, 1, 50, 2**31]
 APIS = [*jopt.method_names(), "many"]
-WRAPS = ["eager", "jit", "vmap"]
+VALID_PROBLEMS = ["quadratic", "rosenbrock", "flat", "unbounded", "log_barrier"]
+
+
+class Static(NamedTuple):
+    """What selects a compiled program (drawn from a pool in a long run, so that programs
+    are reused and the examples go to values)."""
+
+    problem: str
+    api: str
+    dtype: Any
+    shape: Any
+    maxiter: int
+    maxfev: int | None
+    ftol_on: bool
+    xtol_on: bool
+    wrap: str
+    traced_tol: bool
+
+
+_STATIC = dict(problem=VALID_PROBLEMS, api=APIS, dtype=DTYPES, shape=SHAPES,
+               maxiter=[1, 7, 200], maxfev=[None, 50], ftol_on=[False, True],
+               xtol_on=[False, True], wrap=["eager", "jit", "vmap"], traced_tol=[False, True])
+POOL_SIZE = int(os.environ.get("JOPT_FUZZ_POOL", "0"))  # 0: every combination
+
+
+def _pool(size: int) -> list[Static]:
+    rng = np.random.default_rng(0)
+    return [Static(**{k: v[rng.integers(len(v))] for k, v in _STATIC.items()})
+            for _ in range(size)]
+
+
+# Illegal values, one of which replaces a legal one in a quarter of the draws: each must
+# be refused by a ValueError/TypeError naming its argument.
+CORRUPTIONS = [("maxiter", 0), ("maxiter", -3), ("maxiter", 2**31), ("maxfev", 0),
+               ("maxfev", 2**31), ("tol", 0.0), ("tol", -1.0), ("tol", float("nan")),
+               ("ftol", -1.0), ("ftol", float("nan")), ("xtol", -1e-9),
+               ("problem", "vector_valued"), ("dtype", jnp.int32), ("c_shape", (4,))]
 
 
 def _start(shape: Any, values: str, dtype: Any, seed: int) -> Any:
@@ -113,6 +143,8 @@ def _start(shape: Any, values: str, dtype: Any, seed: int) -> Any:
         v = {"zeros": np.zeros(s), "fives": np.full(s, 5.0),
              "normal": rng.standard_normal(s) + 1.5, "huge": np.full(s, 1e30),
              "nan": np.where(rng.random(s) < 0.5, np.nan, 1.0)}[values]
+        if not jnp.issubdtype(dtype, jnp.floating):
+            v = np.zeros(s)  # (an integer x0 is the corruption, not its values)
         return jnp.asarray(v, dtype)
 
     if shape == "tree":
@@ -154,52 +186,72 @@ def _verify_member(res: Any, i: int | None, problem: Problem, c: float, tol: flo
         assert ftol > 0 or xtol > 0
 
 
+def _must_refuse(call: dict) -> bool:
+    """Whether the drawn corruption is one jopt can always see: a count, a concrete
+    tolerance, an integer ``x0`` or an objective that is not scalar."""
+    name = call.get("corrupted")
+    traced = call["traced_tol"] and call["wrap"] != "eager" and call["api"] != "many"
+    if name in ("maxiter", "maxfev", "dtype"):
+        return True
+    if name in ("tol", "ftol", "xtol"):
+        return not traced
+    if name == "problem":
+        return call["shape"] not in ((), (1,), (0,)) or call["api"] == "many"
+    return False
+
+
 # ----------------------------------------------------------------------- the test
 
 
 @st.composite
 def calls(draw: Any) -> dict:
-    return dict(
-        problem=draw(st.sampled_from(sorted(PROBLEMS))),
-        api=draw(st.sampled_from(APIS)),
-        dtype=draw(st.sampled_from(DTYPES)),
-        shape=draw(st.sampled_from(SHAPES)),
-        values=draw(st.sampled_from(VALUES)),
+    if POOL_SIZE:
+        static = draw(st.sampled_from(_pool(POOL_SIZE)))._asdict()
+    else:
+        static = {k: draw(st.sampled_from(v)) for k, v in _STATIC.items()}
+    call = dict(
+        static,
+        values=draw(st.sampled_from(["zeros", "fives", "normal", "huge", "nan"])),
         seed=draw(st.integers(0, 3)),
         c=draw(st.sampled_from([1.0, -2.0, 0.5])),
-        tol=draw(st.sampled_from(TOLS)),
-        ftol=draw(st.sampled_from(FTOLS)),
-        xtol=draw(st.sampled_from(XTOLS)),
-        maxiter=draw(st.sampled_from(MAXITERS)),
-        maxfev=draw(st.sampled_from(MAXFEVS)),
-        wrap=draw(st.sampled_from(WRAPS)),
-        traced_tol=draw(st.booleans()),
+        c_shape=(),
+        tol=draw(st.sampled_from([1e-6, 1e-3, 1e-30, 1e30, float("inf")])),
+        ftol=draw(st.sampled_from([1e-12, 1e-6])) if static["ftol_on"] else 0.0,
+        xtol=draw(st.sampled_from([1e-9, 1e-4])) if static["xtol_on"] else 0.0,
     )
+    if static["traced_tol"] and static["wrap"] != "eager" and draw(st.booleans()):
+        call["tol"] = float("nan")  # (a traced NaN cannot be refused: it must not succeed)
+    if draw(st.integers(0, 3)) == 0:
+        name, value = draw(st.sampled_from(CORRUPTIONS))
+        call[name] = value
+        call["corrupted"] = name
+    return call
 
 
 def _solve(call: dict) -> tuple[Any, bool]:
     """Make the drawn call; returns the result and whether it is batched."""
     problem = PROBLEMS[call["problem"]]
     x0 = _start(call["shape"], call["values"], call["dtype"], call["seed"])
-    args = (jnp.asarray(call["c"], call["dtype"]),)
+    args = (jnp.full(call["c_shape"], call["c"], call["dtype"]),)
     options = dict(maxiter=call["maxiter"], maxfev=call["maxfev"])
     tols = dict(tol=call["tol"], ftol=call["ftol"], xtol=call["xtol"])
     if call["api"] == "many":
         x0s = jax.tree.map(lambda a: jnp.stack([a, a * 0.5]), x0)
         return jopt.minimize_many(problem.fun, x0s, args=args, **tols, **options), True
 
-    def solve(x0: Any, tols: dict) -> Any:
-        return jopt.minimize(problem.fun, x0, args, method=call["api"], **tols, **options)
+    traced = call["traced_tol"] and call["wrap"] != "eager"
 
-    if call["traced_tol"] and call["wrap"] != "eager":
-        tols = {k: jnp.asarray(v, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
-                for k, v in tols.items()}
+    def solve(x0: Any, traced_tols: dict) -> Any:  # (untraced tolerances: Python floats)
+        return jopt.minimize(problem.fun, x0, args, method=call["api"],
+                             **(traced_tols if traced else tols), **options)
+
+    traced_tols = {k: jnp.asarray(v) for k, v in tols.items()} if traced else {}
     if call["wrap"] == "jit":
-        return jax.jit(solve)(x0, tols), False
+        return jax.jit(solve)(x0, traced_tols), False
     if call["wrap"] == "vmap":
         x0s = jax.tree.map(lambda a: jnp.stack([a, jnp.full_like(a, jnp.nan)]), x0)
-        return jax.vmap(solve, in_axes=(0, None))(x0s, tols), True
-    return solve(x0, tols), False
+        return jax.vmap(solve, in_axes=(0, None))(x0s, traced_tols), True
+    return solve(x0, {}), False
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -221,6 +273,7 @@ def test_public_api_never_claims_an_unverified_success(call: dict) -> None:
         assert _names_an_argument(err), f"{type(err).__name__} names no argument: {err}"
         event(f"refused: {type(err).__name__}")
         return
+    assert not _must_refuse(call), f"accepted an illegal {call['corrupted']}"
     maxiter = call["maxiter"]
     event(f"solved, success={bool(np.any(res.success))}")
     for i in (range(np.shape(res.status)[0]) if batched else (None,)):
