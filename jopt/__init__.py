@@ -61,7 +61,7 @@ from jopt.solve import (
 )
 from jopt.step import StepRecord, StepStatus, Work, step_record, total_work
 from jopt.sweep import SweepResult, grid, sweep
-from jopt.train import fit
+from jopt.train import FitResult, fit
 from jopt.transforms import (
     AdagradState,
     AdaHessianState,
@@ -105,6 +105,7 @@ __all__ = [
     "AdamState",
     "BFGSState",
     "CGResult",
+    "FitResult",
     "FlatParams",
     "HessianEigResult",
     "HessianFreeState",

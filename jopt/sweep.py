@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt._checks import JoptWarning, check_positive_int
-from jopt._platform import BoundedJit
+from jopt._platform import BoundedJit, weakly
 
 PyTree = Any
 Metric = Callable[[PyTree], jax.Array] | str
@@ -153,10 +153,12 @@ class SweepResult(NamedTuple):
       run_metrics: the metric of every run, ``[num_configs, num_seeds]`` (or
         ``[num_configs]``); ``None`` without a metric.
       metrics: the metric per configuration, ``[num_configs]``: the mean over seeds
-        (NaN when any seed's run gave NaN).
-      best_index: index of the best configuration (0-d int array); NaN metrics never win.
+        (NaN or ±inf when any seed's run gave NaN or ±inf).
+      best_index: index of the best configuration (0-d int array); a non-finite metric
+        (NaN, +inf or −inf: a diverged or failed run) never wins, in either ``mode``.
       best_config: ``configs`` at ``best_index``.
-      best_metric: ``metrics[best_index]`` (NaN only when every configuration is NaN).
+      best_metric: ``metrics[best_index]`` (non-finite only when every configuration's
+        metric is; then ``best_index`` is 0).
     """
 
     outputs: PyTree
@@ -351,9 +353,10 @@ def _program(
     if metric is None:
         return result
     metrics = run_metrics if keys is None else jnp.mean(run_metrics, axis=1)
-    # NaN (a diverged run) never wins; with every metric NaN the result is index 0, NaN.
+    # A non-finite metric is a diverged run: -inf under "min" (+inf under "max") must not
+    # win either. With every metric non-finite the result is index 0 and its metric.
     worst = jnp.inf if mode == "min" else -jnp.inf
-    ranked = jnp.where(jnp.isnan(metrics), worst, metrics)
+    ranked = jnp.where(jnp.isfinite(metrics), metrics, worst)
     best = jnp.argmin(ranked) if mode == "min" else jnp.argmax(ranked)
     return result._replace(
         run_metrics=run_metrics,
@@ -411,7 +414,10 @@ def sweep(
       metric: ``None``, a callable ``outputs -> scalar`` applied to each run's outputs,
         or the name of a scalar entry of the outputs (a dict key or a NamedTuple field,
         e.g. ``"fun"`` for a :class:`jopt.MinimizeResult`). It is averaged over seeds; a
-        configuration whose mean is NaN (a diverged run) is never chosen as best.
+        configuration whose mean is not finite (NaN, +inf or −inf: some seed's run
+        diverged or failed) is never chosen as best, whatever the ``mode``. When no
+        configuration's is finite, ``best_index`` is 0 and a :class:`JoptWarning` says so
+        (eager calls only).
       mode: ``"min"`` or ``"max"``: which metric value is best.
 
     Returns:
@@ -451,9 +457,10 @@ def sweep(
     except TypeError:
         raise TypeError("`fn` and `metric` must be hashable (they key the compiled-program "
                         "cache); pass a function or a `functools.partial`.") from None
-    result = _compiled()(fn, metric, mode, chunk_size, configs, keys)
+    # (held weakly by the program store: a dropped fn frees what it captured)
+    result = _compiled()(weakly(fn), weakly(metric), mode, chunk_size, configs, keys)
     best = result.best_metric
-    if metric is not None and not isinstance(best, jax.core.Tracer) and np.isnan(best):
-        warnings.warn("Every configuration's `metric` is NaN (all runs diverged or failed); "
-                      "`best_index` is 0 by convention.", JoptWarning, stacklevel=2)
+    if metric is not None and not isinstance(best, jax.core.Tracer) and not np.isfinite(best):
+        warnings.warn("Every configuration's `metric` is NaN or inf (all runs diverged or "
+                      "failed); `best_index` is 0 by convention.", JoptWarning, stacklevel=2)
     return result

@@ -136,7 +136,7 @@ def test_distillation_step_matches_manual_and_passes_value_fn():
 
 
 def test_bad_inputs_raise_naming_the_argument():
-    for bad in (0.0, -1.0, float("nan")):
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="temperature"):
             compress.distillation_loss(S, T, LABELS, temperature=bad)
         with pytest.raises(ValueError, match="temperature"):

@@ -261,3 +261,107 @@ def test_bad_inputs_raise_naming_the_argument():
         compress.allocate_bits(params, {"l0": 1.0}, average_bits=4)
     with pytest.raises(ValueError, match="quantizable"):
         compress.allocate_bits(params, traces, average_bits=4, quantizable={"l0": True})
+
+
+# ------------------------------------------------------------ non-finite values
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+def test_nonfinite_weights_raise_naming_the_argument_in_eager_calls():
+    nonfinite = r"`x` holds NaN or inf \(1 of 3 entries non-finite, first at index \(1,\)\)"
+    for bad in ([0.5, NAN, 1.0], jnp.asarray([0.5, INF, 1.0]), np.array([0.5, -INF, 1.0])):
+        for symmetric in (True, False):
+            with pytest.raises(ValueError, match=nonfinite + r".*jnp.nan_to_num"):
+                compress.quantize(bad, 4, symmetric=symmetric)
+        with pytest.raises(ValueError, match=nonfinite):
+            compress.fake_quantize(jnp.asarray(bad), 3)
+        with pytest.raises(ValueError, match=nonfinite):
+            compress.quantization_error(jnp.asarray(bad), 3)
+    with pytest.raises(ValueError, match=r"`x` holds NaN.*first at index \(0, 1\)"):
+        compress.quantize(jnp.asarray([[1.0, NAN], [2.0, 3.0]]), 4, axis=1)
+    params = {"a": jnp.ones(3), "b": jnp.asarray([1.0, NAN])}
+    with pytest.raises(ValueError, match=r"`params` leaf \['b'\] holds NaN or inf"):
+        compress.fake_quantize_tree(params, 4)
+    with pytest.raises(ValueError, match=r"`params` leaf \['b'\] holds NaN or inf"):
+        compress.hawq_sensitivities(params, {"a": 1.0, "b": 1.0})
+    with pytest.raises(ValueError, match=r"`traces` leaf \['a'\] holds NaN or inf"):
+        compress.hawq_sensitivities({"a": jnp.ones(3)}, {"a": INF})
+    # A calibrated range must be finite, with a positive step.
+    x = jnp.asarray([0.5, 1.0])
+    for bad in (NAN, INF):
+        with pytest.raises(ValueError, match="`scale` holds NaN or inf"):
+            compress.quantize(x, 4, scale=bad)
+        with pytest.raises(ValueError, match="`zero_point` holds NaN or inf"):
+            compress.quantize(x, 4, symmetric=False, scale=0.1, zero_point=bad)
+    for bad in (0.0, -0.1):
+        with pytest.raises(ValueError, match="`scale` must be > 0"):
+            compress.fake_quantize(x, 4, scale=bad)
+
+
+def test_traced_nonfinite_weights_propagate_to_the_scale():
+    """Under jit nothing can raise: NaN/inf must show in the scale, not hide as scale 1."""
+    x = jnp.asarray([[0.5, 2.0], [NAN, 1.0], [1.0, -1.0]])
+    cases = list(itertools.product((True, False), (None, 1)))  # (symmetric, axis)
+
+    @jit
+    def run(x):
+        out = []
+        for symmetric, axis in cases:
+            codes, s, z = compress.quantize(x, 4, symmetric=symmetric, axis=axis)
+            out.append((s, compress.dequantize(codes, s, z)))
+        inf_scale = compress.quantize(jnp.where(jnp.isnan(x), INF, x), 4)[1]
+        return out, inf_scale, compress.fake_quantize(x, 4, axis=1)
+
+    out, inf_scale, fq = run(x)
+    for (_, axis), (s, deq) in zip(cases, out, strict=True):
+        if axis is None:  # one range for the tensor: all of it is NaN
+            assert np.isnan(s) and np.all(np.isnan(deq))
+        else:  # per channel: only the channel holding the NaN
+            assert np.isnan(s[0, 0]) and np.isfinite(s[0, 1])
+            assert np.all(np.isnan(deq[:, 0])) and np.all(np.isfinite(deq[:, 1]))
+    assert np.isinf(inf_scale)
+    assert np.all(np.isnan(fq[:, 0])) and np.all(np.isfinite(fq[:, 1]))
+
+
+def test_allocate_bits_rejects_nonfinite_traces_weights_and_budgets():
+    params, traces = small_problem(0)
+    with pytest.raises(ValueError, match=r"`traces` leaf \['l1'\] holds NaN or inf"):
+        compress.allocate_bits(params, {**traces, "l1": NAN}, average_bits=4)
+    with pytest.raises(ValueError, match=r"`traces` leaf \['l2'\] holds NaN or inf"):
+        compress.allocate_bits(params, {**traces, "l2": -INF}, budget_bytes=100)
+    bad_params = {**params, "l0": params["l0"].at[1, 2].set(NAN)}
+    with pytest.raises(ValueError, match=r"`params` leaf \['l0'\] holds NaN.*index \(1, 2\)"):
+        compress.allocate_bits(bad_params, traces, average_bits=4)
+    # ...unless that leaf is not quantized (its values are never used then).
+    alloc = compress.allocate_bits(bad_params, traces, average_bits=4,
+                                   quantizable={k: k != "l0" for k in params})
+    assert alloc.bits["l0"] == 0
+    for name in ("average_bits", "budget_bytes", "budget_bits"):
+        for bad in (INF, NAN, -INF, -4.0, 0):
+            with pytest.raises(ValueError, match=f"`{name}` must be a finite positive number"):
+                compress.allocate_bits(params, traces, **{name: bad})
+    # A huge but finite budget is no limit (it used to overflow when rounded to an int).
+    for budget in ({"average_bits": 1e308}, {"budget_bytes": 10**400}, {"budget_bits": 1e300}):
+        alloc = compress.allocate_bits(params, traces, **budget)
+        assert set(alloc.bits.values()) == {8}
+    # Finite traces whose sensitivities overflow cannot be ranked either.
+    with pytest.raises(ValueError, match=r"sensitivities of leaf \['l0'\] overflow.*`traces`"):
+        compress.allocate_bits({"l0": params["l0"] * 1e3}, {"l0": 1e308}, average_bits=4)
+
+
+def test_min_cost_assignment_rejects_nonfinite_input():
+    sizes, costs = np.array([[1, 2], [1, 3]]), np.array([[1.0, 0.5], [2.0, 0.1]])
+    assert compress.min_cost_assignment(sizes, costs, INF) == [1, 1]  # unconstrained
+    with pytest.raises(ValueError, match=r"`costs` holds NaN or inf.*index \(1, 0\)"):
+        compress.min_cost_assignment(sizes, np.array([[1.0, 0.5], [NAN, 0.1]]), 4)
+    with pytest.raises(ValueError, match="`costs` holds NaN or inf"):
+        compress.min_cost_assignment(sizes, np.array([[INF, INF], [1.0, 0.1]]), 4)
+    with pytest.raises(ValueError, match=r"`budget` must be a number \(not NaN\)"):
+        compress.min_cost_assignment(sizes, costs, NAN)
+    with pytest.raises(ValueError, match="`budget`=1 is infeasible"):
+        compress.min_cost_assignment(sizes, costs, 1)
+    for bad in ([[1, -2], [1, 3]], [[1, NAN], [1, 3]], [[1, 2.5], [1, 3]]):
+        with pytest.raises(ValueError, match="`sizes` must be non-negative integers"):
+            compress.min_cost_assignment(np.array(bad), costs, 4)

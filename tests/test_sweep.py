@@ -274,3 +274,38 @@ def _fn(config):
 def test_bad_input_names_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_nonfinite_metric_never_wins_in_either_mode(mode):
+    # A diverged run reports -inf under "min" or +inf under "max": the "best" value there.
+    sign = 1.0 if mode == "min" else -1.0
+
+    def fn(config):
+        value = sign * config["c"]
+        return jnp.where(config["bad"] == 1, -sign * jnp.inf,
+                         jnp.where(config["bad"] == 2, jnp.nan, value))
+
+    cs = jnp.array([5.0, 1.0, 3.0, 0.5, 2.0])
+    res = sweep(fn, {"c": cs, "bad": jnp.array([0, 0, 1, 2, 0])}, metric=lambda out: out,
+                mode=mode)
+    assert int(res.best_index) == 1 and float(res.best_config["c"]) == 1.0
+    assert float(res.best_metric) == sign * 1.0
+    # One diverged seed (seed 1 of 0, 1) makes its configuration's mean non-finite too.
+    def per_seed(config, key):
+        seed_one = jax.random.key_data(key)[-1] == 1
+        return fn({"c": config["c"], "bad": jnp.where(seed_one, config["bad"], 0)})
+
+    res = sweep(per_seed, {"c": cs, "bad": jnp.array([0, 1, 0, 2, 0])}, seeds=2,
+                metric=lambda out: out, mode=mode)
+    assert np.isfinite(res.run_metrics[1, 0]) and not np.isfinite(res.run_metrics[1, 1])
+    assert int(res.best_index) == 4 and float(res.best_metric) == sign * 2.0
+    # Every configuration non-finite: reported as for all-NaN (index 0 and a warning).
+    with pytest.warns(JoptWarning, match="NaN or inf"):
+        res = sweep(fn, {"c": cs[:3], "bad": jnp.array([2, 1, 1])}, metric=lambda out: out,
+                    mode=mode)
+    assert int(res.best_index) == 0 and np.isnan(res.best_metric)
+    with pytest.warns(JoptWarning, match="NaN or inf"):
+        res = sweep(fn, {"c": cs[:2], "bad": jnp.array([1, 1])}, metric=lambda out: out,
+                    mode=mode)
+    assert int(res.best_index) == 0 and float(res.best_metric) == -sign * np.inf

@@ -36,9 +36,9 @@ __all__ = ["distillation_loss", "distillation_step"]
 def _check_temperature(temperature: Any) -> None:
     if callable(temperature):
         raise TypeError("`temperature` must be a positive number, not a callable.")
-    if is_concrete_number(temperature) and not float(temperature) > 0.0:
+    if is_concrete_number(temperature) and not 0.0 < float(temperature) < float("inf"):
         raise ValueError(
-            f"`temperature` must be > 0, got {temperature!r}. Use 1.0 for plain softmax "
+            f"`temperature` must be finite and > 0, got {temperature!r}. Use 1.0 for plain softmax "
             f"targets; Hinton et al. use values such as 2-20."
         )
 

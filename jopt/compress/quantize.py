@@ -24,6 +24,16 @@ Sizes (:func:`quantized_size`) count packed codes ``ceil(n · b / 8)`` bytes, on
 tensor or channel (``scale_bytes``, default 4 = float32) and, for affine quantization, one
 byte per zero point; leaves kept in floating point count ``n × itemsize``.
 
+Non-finite values (NaN, inf) in the weights, traces, a given ``scale``/``zero_point`` or a
+budget raise a ``ValueError`` naming the argument in eager calls: a NaN weight would
+otherwise silently collapse the range (``quantize([0.5, nan, 1.0], 4)`` gave scale 1 and
+code 0 for the NaN). Under ``jit``/``vmap``/``grad`` the values are traced and cannot be
+checked in Python; there the non-finite values propagate instead of hiding: a tensor (or
+channel) holding NaN or inf gets a NaN or inf ``scale``, so the values :func:`dequantize`
+/ :func:`fake_quantize` give for it are NaN or inf (its integer codes are meaningless),
+and a NaN or inf trace gives NaN or inf sensitivities. Check the results
+with ``jnp.isfinite`` there, or call :func:`allocate_bits` (always eager), which checks.
+
 Bit widths for a pytree are an ``int`` (same for every quantized leaf) or a pytree of
 ints like the parameters, where ``0`` means "keep this leaf in floating point". Inside
 ``jit`` the widths (not the ``0``s) may be traced integer scalars, so one compiled function
@@ -46,6 +56,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -140,6 +151,59 @@ def _code_dtype(symmetric: bool) -> Any:
     return jnp.int8 if symmetric else jnp.uint8
 
 
+_WHY_WEIGHTS = ("Quantization needs finite values: a NaN or inf makes the range, and so the "
+                "scale and every code, meaningless.")
+_WHY_TRACES = ("Sensitivities scale with the trace, so a NaN or inf trace makes every bit "
+               "width of the leaf equally (un)attractive.")
+
+
+def _describe_nonfinite(label: str, bad: np.ndarray, why: str) -> str:
+    """The error text for the non-finite entries ``bad`` (a boolean array) of ``label``."""
+    where = f", first at index {tuple(int(i) for i in np.argwhere(bad)[0])}" if bad.ndim else ""
+    return (f"{label} holds NaN or inf ({int(bad.sum())} of {bad.size} entries non-finite"
+            f"{where}). {why} Replace or mask the non-finite entries first (e.g. with "
+            f"`jnp.nan_to_num`), or find where they came from (a diverged run?).")
+
+
+def _check_finite_tree(name: str, tree: PyTree, why: str) -> None:
+    """Raise naming the first leaf of ``tree`` holding NaN or inf; traced leaves pass unchecked."""
+    _check_finite_leaves(name, jax.tree_util.tree_leaves_with_path(tree), why)
+
+
+def _check_finite_leaves(name: str, leaves_with_path: Sequence[tuple[Any, Any]],
+                         why: str) -> None:
+    """:func:`_check_finite_tree` on some ``(path, leaf)`` pairs of the pytree ``name``."""
+    pairs = [(path, leaf) for path, leaf in leaves_with_path
+             if not isinstance(leaf, jax.core.Tracer)]
+    if not pairs:
+        return
+    # Evaluated now even inside a jit trace (the leaves are concrete constants there).
+    with jax.ensure_compile_time_eval():
+        flags = jax.device_get([jnp.all(jnp.isfinite(leaf)) for _, leaf in pairs])
+    for (path, leaf), ok in zip(pairs, flags, strict=True):
+        if not ok:
+            label = f"`{name}`" + (f" leaf {jax.tree_util.keystr(path)}" if path else "")
+            with jax.ensure_compile_time_eval():
+                bad = ~np.asarray(jnp.isfinite(leaf))  # in the leaf's JAX dtype, as checked
+            raise ValueError(_describe_nonfinite(label, bad, why))
+
+
+def _check_given_range(scale: jax.Array, zero_point: jax.Array | None) -> None:
+    """A concrete calibrated ``scale`` must be finite and > 0, a ``zero_point`` finite."""
+    _check_finite_tree("scale", scale, "It divides `x`, so every code would be garbage.")
+    if zero_point is not None:
+        _check_finite_tree("zero_point", zero_point, "It shifts every code.")
+    if isinstance(scale, jax.core.Tracer):
+        return
+    with jax.ensure_compile_time_eval():
+        smallest = float(jnp.min(scale))
+    if not smallest > 0:
+        raise ValueError(
+            f"`scale` must be > 0 everywhere (the quantization step), got min "
+            f"{smallest!r}. Use `quantize(x, bits)` without `scale` to take the "
+            f"range from `x`, or calibrate a positive step.")
+
+
 # ------------------------------------------------------------------------ quantizers
 
 
@@ -152,23 +216,28 @@ def _range_params(x: jax.Array, bits: int, symmetric: bool,
     one = jnp.ones((), x.dtype)
     if symmetric:
         amax = jnp.max(jnp.abs(x), axis=reduce, keepdims=keep)
-        scale = jnp.where(amax > 0, amax / qmax, one)
+        # `== 0`, not `> 0`: a NaN range must give a NaN scale, not the all-zero tensor's 1.
+        scale = jnp.where(amax == 0, one, amax / qmax)
         return scale, jnp.zeros_like(scale)
     lo = jnp.minimum(jnp.min(x, axis=reduce, keepdims=keep), 0)
     hi = jnp.maximum(jnp.max(x, axis=reduce, keepdims=keep), 0)
-    scale = jnp.where(hi > lo, (hi - lo) / (qmax - qmin), one)
+    scale = jnp.where(hi == lo, one, (hi - lo) / (qmax - qmin))  # NaN range: NaN scale
     zero_point = jnp.clip(jnp.round(-lo / scale), qmin, qmax)
     return scale, zero_point
 
 
 def _prepare(x: Any, bits: int, symmetric: bool, axis: int | None, scale: Any,
-             zero_point: Any) -> tuple[jax.Array, int, int | None, jax.Array, jax.Array]:
+             zero_point: Any, x_name: str | None = "x",
+             ) -> tuple[jax.Array, int, int | None, jax.Array, jax.Array]:
+    """Checked arguments of a quantizer; ``x_name=None`` when the caller checked ``x``'s values."""
     bits = _check_bits("bits", bits, allow_traced=True)
     _check_bool("symmetric", symmetric)
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"`x` must be a floating-point array, got dtype {x.dtype}.")
     axis = _normalize_axis(axis, x.ndim)
+    if x_name is not None:
+        _check_finite_tree(x_name, x, _WHY_WEIGHTS)
     if scale is None:
         if zero_point is not None:
             raise ValueError("`zero_point` was given without `scale`; pass both or neither.")
@@ -184,6 +253,7 @@ def _prepare(x: Any, bits: int, symmetric: bool, axis: int | None, scale: Any,
                 f"`{name}` of shape {arr.shape} does not broadcast against `x` of shape "
                 f"{x.shape}; use a scalar or keep the reduced axes with size 1."
             )
+    _check_given_range(scale, None if zero_point is None else z)
     return x, bits, axis, scale, z
 
 
@@ -212,8 +282,20 @@ def quantize(
       ``(codes, scale, zero_point)``: codes (int8/uint8, shape of ``x``), scale (dtype of
       ``x``) and zero point (code dtype), the latter two scalar (per tensor) or with the
       reduced axes kept as size 1 (per channel).
+
+    Raises:
+      ValueError: in an eager call, when ``x`` holds NaN or inf, or a given ``scale`` is
+        not finite and > 0, or a given ``zero_point`` is not finite. Traced values cannot
+        be checked: there a NaN or inf in ``x`` gives a NaN or inf ``scale`` for its tensor
+        or channel (so its dequantized values are NaN or inf and its codes meaningless).
     """
-    x, bits, axis, s, z = _prepare(x, bits, symmetric, axis, scale, zero_point)
+    return _quantize(x, bits, symmetric, axis, scale, zero_point, "x")
+
+
+def _quantize(x: Any, bits: Any, symmetric: bool, axis: int | None, scale: Any,
+              zero_point: Any, x_name: str | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """:func:`quantize`, with ``x``'s values checked under the name ``x_name`` (None: not)."""
+    x, bits, axis, s, z = _prepare(x, bits, symmetric, axis, scale, zero_point, x_name)
     qmin, qmax = _qrange(bits, symmetric)
     codes = jnp.clip(jnp.round(x / s) + z, qmin, qmax)
     dtype = _code_dtype(symmetric)
@@ -253,9 +335,18 @@ def fake_quantize(
     Implemented by the stop-gradient identity ``q + (x_in − stop_gradient(x_in))`` where
     ``x_in`` is ``x`` on the unclipped entries and 0 elsewhere: the added term is exactly
     zero in the forward pass.
+
+    Non-finite ``x`` (or ``scale``/``zero_point``) raise as in :func:`quantize`; traced,
+    a NaN or inf in a tensor (channel) makes its output NaN or inf.
     """
+    return _fake_quantize(x, bits, symmetric, axis, scale, zero_point, "x")
+
+
+def _fake_quantize(x: Any, bits: Any, symmetric: bool, axis: int | None, scale: Any,
+                   zero_point: Any, x_name: str | None) -> jax.Array:
+    """:func:`fake_quantize`, with ``x``'s values checked under the name ``x_name`` (None: not)."""
     own_range = scale is None
-    x, bits, axis, s, z = _prepare(x, bits, symmetric, axis, scale, zero_point)
+    x, bits, axis, s, z = _prepare(x, bits, symmetric, axis, scale, zero_point, x_name)
     qmin, qmax = _qrange(bits, symmetric)
     s, z = jax.lax.stop_gradient(s), jax.lax.stop_gradient(z)
     raw = jnp.round(jax.lax.stop_gradient(x) / s) + z
@@ -270,8 +361,17 @@ def fake_quantize(
 def quantization_error(
     x: jax.Array, bits: int, *, symmetric: bool = True, axis: int | None = None
 ) -> jax.Array:
-    """Squared quantization perturbation ``‖Q_b(x) − x‖²`` (a scalar in ``x``'s dtype)."""
-    codes, s, z = quantize(x, bits, symmetric=symmetric, axis=axis)
+    """Squared quantization perturbation ``‖Q_b(x) − x‖²`` (a scalar in ``x``'s dtype).
+
+    Non-finite ``x`` raises as in :func:`quantize`; traced, it gives a NaN error.
+    """
+    return _quantization_error(x, bits, symmetric, axis, "x")
+
+
+def _quantization_error(x: Any, bits: Any, symmetric: bool, axis: int | None,
+                        x_name: str | None) -> jax.Array:
+    """:func:`quantization_error`, with ``x``'s values checked as ``x_name`` (None: not)."""
+    codes, s, z = _quantize(x, bits, symmetric, axis, None, None, x_name)
     return jnp.sum((dequantize(codes, s, z) - x) ** 2)
 
 
@@ -331,12 +431,17 @@ def fake_quantize_tree(
 
     Returns:
       A pytree like ``params`` (same dtypes); gradients pass straight through.
+
+    Raises:
+      ValueError: in an eager call, naming the leaf of ``params`` that holds NaN or inf
+        (traced: that leaf's output is NaN or inf, as in :func:`fake_quantize`).
     """
     widths = _resolve_bits(params, bits, quantizable)
+    _check_finite_tree("params", params, _WHY_WEIGHTS)  # one sync for all leaves
     leaves, treedef = jax.tree.flatten(params)
     out = [
-        leaf if isinstance(b, int) and b == 0 else fake_quantize(
-            leaf, b, symmetric=symmetric, axis=_leaf_axis(leaf, channel_axis))
+        leaf if isinstance(b, int) and b == 0 else _fake_quantize(
+            leaf, b, symmetric, _leaf_axis(leaf, channel_axis), None, None, None)
         for leaf, b in zip(leaves, widths, strict=True)
     ]
     return jax.tree.unflatten(treedef, out)
@@ -411,6 +516,14 @@ def hessian_traces(
     return jax.tree.map(jnp.sum, diag)
 
 
+def _check_traces_structure(params: PyTree, traces: PyTree) -> None:
+    if jax.tree.structure(traces) != jax.tree.structure(params):
+        raise ValueError(
+            f"`traces` must be a pytree of scalars with the structure of `params`.\n"
+            f"  params: {jax.tree.structure(params)}\n  traces: {jax.tree.structure(traces)}"
+        )
+
+
 def _check_candidates(candidate_bits: Sequence[int]) -> tuple[int, ...]:
     if isinstance(candidate_bits, numbers.Integral) or not len(candidate_bits):
         raise ValueError(
@@ -441,21 +554,23 @@ def hawq_sensitivities(
     Returns:
       A pytree like ``params`` whose leaves are vectors of ``len(candidate_bits)``
       sensitivities, in the order of the sorted candidates.
+
+    Raises:
+      ValueError: in an eager call, naming the leaf of ``params`` or ``traces`` that holds
+        NaN or inf. Traced (e.g. under ``jit``), such a leaf gives NaN or inf sensitivities.
     """
     check_float_tree("params", params)
     cands = _check_candidates(candidate_bits)
-    if jax.tree.structure(traces) != jax.tree.structure(params):
-        raise ValueError(
-            f"`traces` must be a pytree of scalars with the structure of `params`.\n"
-            f"  params: {jax.tree.structure(params)}\n  traces: {jax.tree.structure(traces)}"
-        )
+    _check_traces_structure(params, traces)
+    _check_finite_tree("params", params, _WHY_WEIGHTS)
+    _check_finite_tree("traces", traces, _WHY_TRACES)
 
     def leaf(w: jax.Array, tr: Any) -> jax.Array:
         if jnp.shape(tr) != ():
             raise ValueError(f"`traces` leaves must be scalars, got shape {jnp.shape(tr)}.")
         avg = jnp.abs(jnp.asarray(tr, w.dtype)) / max(w.size, 1)
         axis = _leaf_axis(w, channel_axis)
-        errs = jax.vmap(lambda b: quantization_error(w, b, symmetric=symmetric, axis=axis))(
+        errs = jax.vmap(lambda b: _quantization_error(w, b, symmetric, axis, None))(
             jnp.asarray(cands, jnp.int32))  # one compiled body for all candidates
         return avg * errs
 
@@ -474,6 +589,29 @@ class BitAllocation(NamedTuple):
     sensitivity: float  # Σ_l Ω_l(b_l), the minimised objective
 
 
+def _check_knapsack(sizes: Any, costs: Any, budget: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(sizes, costs)`` as int64 / float64 ``(L, B)`` arrays, checked with ``budget``."""
+    raw = np.asarray(sizes)
+    costs = np.asarray(costs, np.float64)
+    if raw.ndim != 2 or 0 in raw.shape or costs.shape != raw.shape:
+        raise ValueError(f"`sizes` and `costs` must be non-empty (L, B) arrays of one shape, "
+                         f"got {raw.shape} and {costs.shape}.")
+    if not (np.issubdtype(raw.dtype, np.number) and np.all(np.isfinite(raw))
+            and np.all(raw >= 0) and np.all(raw == np.round(raw))):
+        raise ValueError("`sizes` must be non-negative integers (no NaN or inf).")
+    if not np.all(np.isfinite(costs)):
+        bad = ~np.isfinite(costs)
+        raise ValueError(_describe_nonfinite(
+            "`costs`", bad, "A NaN or inf cost cannot be compared, so no choice is optimal."))
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Real) or math.isnan(budget):
+        raise ValueError(f"`budget` must be a number (not NaN), got {budget!r}.")
+    sizes = raw.astype(np.int64)
+    if int(sizes.min(axis=1).sum()) > budget:
+        raise ValueError(f"`budget`={budget} is infeasible: the smallest choice of every row "
+                         f"already takes {int(sizes.min(axis=1).sum())}.")
+    return sizes, costs
+
+
 def min_cost_assignment(sizes: np.ndarray, costs: np.ndarray, budget: int) -> list[int]:
     """Exact multiple-choice knapsack: one column per row, ``Σ size ≤ budget``, min ``Σ cost``.
 
@@ -486,14 +624,17 @@ def min_cost_assignment(sizes: np.ndarray, costs: np.ndarray, budget: int) -> li
 
     Args:
       sizes: ``(L, B)`` non-negative integer sizes.
-      costs: ``(L, B)`` float costs.
-      budget: integer capacity (must be feasible).
+      costs: ``(L, B)`` finite float costs.
+      budget: integer capacity (must be feasible; ``inf`` means unconstrained).
 
     Returns:
       The chosen column index for every row.
+
+    Raises:
+      ValueError: naming the argument when ``sizes`` are not non-negative integers,
+        ``costs`` hold NaN or inf, ``budget`` is NaN, or no assignment fits ``budget``.
     """
-    sizes = np.asarray(sizes, np.int64)
-    costs = np.asarray(costs, np.float64)
+    sizes, costs = _check_knapsack(sizes, costs, budget)
     num_rows, num_cols = sizes.shape
     min_rest = np.concatenate([np.cumsum(sizes.min(axis=1)[::-1])[::-1], [0]])
     front_size = np.zeros(1, np.int64)
@@ -521,6 +662,39 @@ def min_cost_assignment(sizes: np.ndarray, costs: np.ndarray, budget: int) -> li
         picks[r] = int(choice[state])
         state = int(parent[state])
     return picks
+
+
+def _is_finite_positive(value: Any) -> bool:
+    """A real number > 0 that is not NaN or inf (any Python int > 0 counts)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    if isinstance(value, numbers.Integral):
+        return value > 0
+    return math.isfinite(value) and value > 0
+
+
+def _floor_capped(budget: float, sizes: np.ndarray) -> int:
+    """``floor(budget)``, capped at the largest size (a huge budget would overflow an int)."""
+    largest = int(sizes.max(axis=1).sum())
+    return largest if not budget < largest else math.floor(budget)
+
+
+def _check_used_leaves_finite(params: PyTree, traces: PyTree, rows: list[int]) -> None:
+    """The quantizable leaves of ``params`` and their ``traces`` must be finite."""
+    for name, tree, why in (("params", params, _WHY_WEIGHTS), ("traces", traces, _WHY_TRACES)):
+        pairs = jax.tree_util.tree_leaves_with_path(tree)
+        _check_finite_leaves(name, [pairs[i] for i in rows], why)
+
+
+def _check_costs_finite(costs: np.ndarray, params: PyTree, rows: list[int]) -> None:
+    """Finite weights and traces can still overflow ``|Tr| / n · error`` to inf."""
+    bad = [r for r in range(len(rows)) if not np.all(np.isfinite(costs[r]))]
+    if bad:
+        path = jax.tree_util.tree_leaves_with_path(params)[rows[bad[0]]][0]
+        raise ValueError(
+            f"The HAWQ sensitivities of leaf {jax.tree_util.keystr(path)} overflow to inf "
+            f"(`traces` times the squared quantization error exceeds the dtype's range). "
+            f"Rescale `traces` (only their ratios matter), or compute in float64.")
 
 
 def allocate_bits(
@@ -562,7 +736,9 @@ def allocate_bits(
       its ``size_bytes`` and the minimised ``sensitivity``.
 
     Raises:
-      ValueError: naming the budget argument when even the narrowest candidate exceeds it.
+      ValueError: naming the argument when the budget is not a finite positive number or
+        is below what the narrowest candidate needs, or when a quantizable leaf of
+        ``params`` or ``traces`` holds NaN or inf (or its sensitivities overflow).
     """
     given = {k: v for k, v in (("budget_bytes", budget_bytes), ("budget_bits", budget_bits),
                                ("average_bits", average_bits)) if v is not None}
@@ -570,28 +746,28 @@ def allocate_bits(
         raise ValueError("Pass exactly one of `budget_bytes`, `budget_bits`, `average_bits`; "
                          f"got {sorted(given) or 'none'}.")
     (budget_name, budget_value), = given.items()
-    if isinstance(budget_value, bool) or not isinstance(budget_value, numbers.Real) \
-            or not budget_value > 0:
-        raise ValueError(f"`{budget_name}` must be a positive number, got {budget_value!r}.")
+    if not _is_finite_positive(budget_value):
+        raise ValueError(
+            f"`{budget_name}` must be a finite positive number, got {budget_value!r}. For "
+            f"no real limit pass the size at the widest candidate, e.g. "
+            f"`average_bits=max(candidate_bits)`.")
+    value = float(min(budget_value, sys.float_info.max))  # a huge int would not convert
     _check_bool("symmetric", symmetric)
     check_positive_int("scale_bytes", scale_bytes)
     cands = _check_candidates(candidate_bits)
     flags = resolve_leaf_selector("quantizable", quantizable, params)
     check_float_tree("params", params)
-    if jax.tree.structure(traces) != jax.tree.structure(params):
-        raise ValueError(
-            f"`traces` must be a pytree of scalars with the structure of `params`.\n"
-            f"  params: {jax.tree.structure(params)}\n  traces: {jax.tree.structure(traces)}"
-        )
+    _check_traces_structure(params, traces)
     leaves, treedef = jax.tree.flatten(params)
     rows = [i for i, f in enumerate(flags) if f]
     if not rows:
         raise ValueError("No leaf is `quantizable`; nothing to allocate.")
+    _check_used_leaves_finite(params, traces, rows)
 
     if budget_name == "average_bits":
         sizes = np.array([[math.prod(jnp.shape(leaves[i])) * b for b in cands] for i in rows])
         total = int(sizes[:, 0].sum()) // cands[0]
-        budget = math.floor(float(budget_value) * total * (1 + 1e-12))
+        budget = _floor_capped(value * total * (1 + 1e-12), sizes)
         fixed = 0
         unit, shown = 1, f"{cands[0]} bits per quantizable weight"
     else:
@@ -600,7 +776,7 @@ def allocate_bits(
         sizes = np.array([[leaf_bits(i, b) for b in cands] for i in rows])
         fixed = sum(leaf_bits(i, 0) for i, f in enumerate(flags) if not f)
         unit = 1 if budget_name == "budget_bits" else 8
-        budget = math.floor(float(budget_value) * unit) - fixed
+        budget = _floor_capped(value * unit - fixed, sizes)
         shown = f"{(fixed + int(sizes.min(axis=1).sum())) // unit}"
     if int(sizes.min(axis=1).sum()) > budget:
         raise ValueError(
@@ -612,6 +788,7 @@ def allocate_bits(
                                    channel_axis=channel_axis)
     sens_leaves = [np.asarray(s, np.float64) for s in jax.tree.leaves(sens)]
     costs = np.stack([sens_leaves[i] for i in rows])
+    _check_costs_finite(costs, params, rows)
     picks = min_cost_assignment(sizes, costs, budget)
     widths = [0] * len(leaves)
     for r, i in enumerate(rows):
