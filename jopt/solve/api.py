@@ -27,6 +27,7 @@ from jopt.solve import checks
 from jopt.solve.closures import note_closure
 from jopt.solve.loop import (
     NO_LIMIT,
+    IntermediateResult,
     LoopConfig,
     SolverState,
     check_state,
@@ -58,8 +59,9 @@ class Prepared(NamedTuple):
 
 
 def _prepare(fun: Callable, x: PyTree, method: Method, args: tuple, *, name: str = "x0",
-             verbose: int = 0, batched: bool = False, tolerances: tuple = ()) -> Prepared:
-    tx = resolve_method(method)
+             verbose: int = 0, batched: bool = False, tolerances: tuple = (),
+             options: dict[str, Any] | None = None) -> Prepared:
+    tx = resolve_method(method, options)
     check_float_tree(name, x)
     # (a traced tolerance counts too: its value is unknown here, so nothing is outlined)
     nested = checks.traced((x, args, tolerances))
@@ -70,6 +72,16 @@ def _prepare(fun: Callable, x: PyTree, method: Method, args: tuple, *, name: str
     # when traced.
     fixed = jax.lax.stop_gradient(args) if nested else args
     return Prepared(tx, the_plan, x, np.dtype(dtype), nested, fixed)
+
+
+def _frozen(options: dict[str, Any] | None) -> Any:
+    """``options`` as a hashable key part (a dict is not hashable)."""
+    if not options:
+        return None
+    try:
+        return tuple(sorted(options.items()))
+    except (AttributeError, TypeError):  # (not a dict, or unsortable: the checked path
+        return object()  # explains; a fresh object never hits the cache)
 
 
 @functools.lru_cache(maxsize=256)
@@ -226,6 +238,9 @@ def minimize(
     history_size: int | None = None,
     verbose: int = 0,
     implicit_diff: bool = True,
+    options: dict[str, Any] | None = None,
+    callback: Callable[[IntermediateResult], Any] | None = None,
+    callback_every: int = 1,
 ) -> MinimizeResult:
     """Minimize ``fun(x, *args)`` over a pytree ``x`` starting from ``x0``.
 
@@ -251,9 +266,26 @@ def minimize(
       implicit_diff: make ``x`` and ``fun`` of the result differentiable with respect to
         ``args`` (forward and reverse mode) by the implicit function theorem — see
         :mod:`jopt.implicit`. Costs nothing unless differentiated.
+      options: the named method's own settings, as keywords of its factory (scipy's
+        ``options=``): ``{"memory_size": 20}`` (or scipy's ``"maxcor"``) for ``"lbfgs"``,
+        ``{"maxiter": 50}`` (inner CG iterations) for ``"newton-cg"``,
+        ``{"initial_radius": 0.1}`` for ``"trust-ncg"``, ``{"beta": "pr"}`` for ``"cg"``.
+        scipy's ``gtol``/``disp``/``maxfun`` are ``tol``/``verbose``/``maxfev`` here.
+      callback: called on the host as ``callback(r)`` with an
+        :class:`~jopt.solve.loop.IntermediateResult` ``r`` (``r.x``, ``r.fun``,
+        ``r.jac``, ``r.nit``, ``r.status``; NumPy arrays) every ``callback_every``
+        iterations and after the last one, from inside the compiled loop through
+        ``jax.debug.callback`` — so also under ``jit`` (under ``vmap``, once per
+        member). It cannot stop the solve (use ``maxiter``, or :func:`minimize_run` in
+        segments). Like ``fun``, define it once: a new function is a new program.
+      callback_every: the callback's period in iterations.
 
     Returns:
       A :class:`MinimizeResult` (scipy's field names).
+
+    Define ``fun`` once and pass data through ``args``: ``minimize(lambda x: loss(x, d),
+    x0)`` in a loop compiles a new program for every new lambda, while
+    ``minimize(loss, x0, (d,))`` compiles once.
 
     ``minimize`` is :func:`minimize_init`, :func:`minimize_run` to the end and
     :func:`minimize_result` compiled as one program; its result is bitwise identical to
@@ -270,8 +302,9 @@ def minimize(
       The stopping tests and status texts follow ``scipy.optimize.minimize``; the
       solvers' references are in their transforms' modules.
     """
-    options = (maxiter, maxfev, history, history_size, verbose)
-    key = _fast_key(fun, x0, method, args, (tol, ftol, xtol), options)
+    settings = (maxiter, maxfev, history, history_size, verbose,
+                platform.weakly(callback), callback_every)
+    key = _fast_key(fun, x0, (method, _frozen(options)), args, (tol, ftol, xtol), settings)
     hit = _FAST.get(key) if key is not None else None
     if hit is not None:  # checked before with the same static inputs: call directly
         program, the_plan, dtype = hit
@@ -285,12 +318,15 @@ def minimize(
     checks.check_run_options(args, tol, ftol, xtol, maxiter, maxfev)
     checks.check_count("history_size", history_size)
     checks.check_verbose(verbose)
-    prep = _prepare(fun, x0, method, args, verbose=verbose, tolerances=(tol, ftol, xtol))
+    checks.check_callback(callback, callback_every)
+    prep = _prepare(fun, x0, method, args, verbose=verbose or callback is not None,
+                    tolerances=(tol, ftol, xtol), options=options)
     if not prep.nested:
         note_closure(fun, x0)
     config = LoopConfig(platform.weakly(fun), maxiter, maxfev, verbose, checks.test_on(ftol),
                         checks.test_on(xtol), history_size=checks.history_length(
-                            history, history_size, maxiter))
+                            history, history_size, maxiter),
+                        callback=platform.weakly(callback), callback_every=callback_every)
     tol, ftol, xtol = (_tolerance(t, prep.dtype, prep.nested) for t in (tol, ftol, xtol))
     no_limit = np.asarray(NO_LIMIT, np.int32) if prep.nested else _no_limit()
     ran, out = _run(
@@ -320,6 +356,7 @@ def minimize_init(
     history: bool = False,
     history_size: int | None = None,
     maxiter: int = 10_000,
+    options: dict[str, Any] | None = None,
 ) -> SolverState:
     """The :class:`SolverState` of :func:`minimize` before its first iteration.
 
@@ -329,7 +366,7 @@ def minimize_init(
     :func:`minimize_run`; read the answer with :func:`minimize_result`.
 
     Args:
-      fun, x0, args, method, tol: as in :func:`minimize`.
+      fun, x0, args, method, tol, options: as in :func:`minimize`.
       history, history_size: as in :func:`minimize`; ``maxiter`` is used only for the
         default buffer length ``maxiter + 1``.
 
@@ -345,7 +382,7 @@ def minimize_init(
     checks.check_tolerance("tol", tol, allow_zero=False)
     checks.check_count("maxiter", maxiter)
     checks.check_count("history_size", history_size)
-    prep = _prepare(fun, x0, method, args, tolerances=(tol,))
+    prep = _prepare(fun, x0, method, args, tolerances=(tol,), options=options)
     config = LoopConfig(platform.weakly(fun), maxiter=1, history_size=checks.history_length(
         history, history_size, maxiter))
     _, state = _run(
@@ -367,6 +404,9 @@ def minimize_run(
     maxfev: int | None = None,
     num_steps: int | None = None,
     verbose: int = 0,
+    options: dict[str, Any] | None = None,
+    callback: Callable[[IntermediateResult], Any] | None = None,
+    callback_every: int = 1,
 ) -> SolverState:
     """Continue :func:`minimize`'s loop from ``state`` for at most ``num_steps`` iterations.
 
@@ -375,8 +415,9 @@ def minimize_run(
     the same arguments: the state is the loop's whole carry.
 
     Args:
-      fun, args, method, tol, ftol, xtol, maxfev, verbose: as in :func:`minimize`
-        (``method`` and ``fun`` must be those that made ``state``; tolerances may change
+      fun, args, method, tol, ftol, xtol, maxfev, verbose, options, callback,
+        callback_every: as in :func:`minimize` (``method``, ``options`` and ``fun`` must
+        be those that made ``state``; tolerances may change
         between segments and act from the next iteration on).
       state: a :class:`SolverState` from :func:`minimize_init` or :func:`minimize_run`.
       maxiter: limit on the *total* iteration count ``state.nit`` (a state already at the
@@ -394,13 +435,16 @@ def minimize_run(
     checks.check_run_options(args, tol, ftol, xtol, maxiter, maxfev)
     checks.check_count("num_steps", num_steps)
     checks.check_verbose(verbose)
+    checks.check_callback(callback, callback_every)
     state = jax.tree.map(checks.strong, state)
-    prep = _prepare(fun, state.x, method, args, name="state.x", verbose=verbose,
-                    tolerances=(tol, ftol, xtol, state))
+    prep = _prepare(fun, state.x, method, args, name="state.x",
+                    verbose=verbose or callback is not None,
+                    tolerances=(tol, ftol, xtol, state), options=options)
     tol, ftol, xtol = (checks.strong(t, prep.dtype) for t in (tol, ftol, xtol))
     steps = np.asarray(NO_LIMIT if num_steps is None else num_steps, np.int32)
     config = LoopConfig(platform.weakly(fun), maxiter, maxfev, verbose, checks.test_on(ftol),
-                        checks.test_on(xtol))
+                        checks.test_on(xtol), callback=platform.weakly(callback),
+                        callback_every=callback_every)
     _, state = _run(
         _segment_program, 3, lambda p: (config._replace(split=p.split), p, prep.tx),
         prep.plan, (state, prep.args, tol, ftol, xtol, steps), fun=fun, x=prep.x, args=args,

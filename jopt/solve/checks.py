@@ -13,7 +13,7 @@ import numpy as np
 
 from jopt._checks import is_concrete_number
 
-__all__ = ["check_args", "check_count", "check_run_options", "check_tolerance",
+__all__ = ["check_args", "check_callback", "check_count", "check_run_options", "check_tolerance",
            "check_verbose", "history_length", "objective_errors", "strong", "test_on",
            "traced"]
 
@@ -51,6 +51,13 @@ def check_count(name: str, value: Any) -> None:
         raise ValueError(f"`{name}` must be at most 2**31 - 1 = {_INT32_MAX} (an int32 "
                          f"inside the compiled loop), got {value}; pass None or a smaller "
                          f"limit.")
+
+
+def check_callback(callback: Any, every: Any) -> None:
+    if callback is not None and not callable(callback):
+        raise TypeError(f"`callback` must be a function of one argument (or None), got "
+                        f"{type(callback).__name__}.")
+    check_count("callback_every", every)
 
 
 def check_args(args: Any) -> None:

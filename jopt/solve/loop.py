@@ -32,7 +32,8 @@ from jopt.tree import set_row, tree_inf_norm
 
 PyTree = Any
 
-__all__ = ["LoopConfig", "SolverState", "continue_state", "init_state", "result", "summary"]
+__all__ = ["IntermediateResult", "LoopConfig", "SolverState", "continue_state", "init_state",
+           "result", "summary"]
 
 STALL_LIMIT = 200
 NO_LIMIT = 2**31 - 1
@@ -90,6 +91,8 @@ class LoopConfig(NamedTuple):
     xtol_on: bool = True
     split: bool = False
     history_size: int = 0
+    callback: Callable | None = None  # host function of an IntermediateResult
+    callback_every: int = 1
 
 
 def _value_and_grad(config: LoopConfig, args: tuple, x: PyTree) -> tuple[Objective, Callable]:
@@ -138,6 +141,29 @@ def check_state(tx: optax.GradientTransformationExtraArgs, state: SolverState) -
         )
     if jax.tree.structure(state.g) != jax.tree.structure(state.x):
         raise ValueError("`state.g` must have the structure of `state.x`.")
+
+
+class IntermediateResult(NamedTuple):
+    """What ``minimize``'s ``callback`` receives (on the host, as NumPy arrays): the
+    iterate ``x`` after iteration ``nit``, ``fun`` and ``jac`` there, and ``status``
+    (``-1`` while running, the final code on the last call)."""
+
+    x: PyTree
+    fun: Any
+    jac: PyTree
+    nit: Any
+    status: Any
+
+
+def _call_back(config: LoopConfig, info: IntermediateResult) -> None:
+    """Call the host ``callback`` every ``callback_every`` iterations and at the end, by
+    ``jax.debug.callback`` (so also under ``jit``, and under ``vmap`` once per member)."""
+    callback = config.callback
+    jax.lax.cond(
+        (info.nit % config.callback_every == 0) | (info.status >= 0),
+        lambda: jax.debug.callback(lambda i: callback(IntermediateResult(*i)), tuple(info)),
+        lambda: None,
+    )
 
 
 def _body(config: LoopConfig, tx: optax.GradientTransformationExtraArgs, args: tuple,
@@ -211,6 +237,8 @@ def _body(config: LoopConfig, tx: optax.GradientTransformationExtraArgs, args: t
                                         i=nit, f=f_out, g=gnorm),
                 lambda: None,
             )
+        if config.callback is not None:
+            _call_back(config, IntermediateResult(x_out, f_out, g_out, nit, status))
         fresh = (failed & ~s.fresh) | (s.fresh & ~moved)  # until the method progresses
         return SolverState(x_out, f_out, g_out, opt_state, nit, nfev, status, fresh,
                            f_hist, g_hist, stall, ref_gnorm)

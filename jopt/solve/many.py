@@ -81,9 +81,9 @@ class ManyStats(NamedTuple):
 def minimize_many(
     fun: Callable[..., jax.Array],
     x0s: PyTree,
+    args: tuple = (),
     *,
     method: str | optax.GradientTransformation = "lbfgs",
-    args: tuple = (),
     args_axes: int | Sequence[int | None] | None = None,
     tol: float | jax.Array = 1e-6,
     ftol: float | jax.Array = 0.0,
@@ -94,6 +94,7 @@ def minimize_many(
     history_size: int | None = None,
     segment: int = DEFAULT_SEGMENT,
     bucket_sizes: Sequence[int] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> MinimizeResult:
     """Minimize ``fun(x, *args)`` from each of a batch of starting points (and args).
 
@@ -104,7 +105,7 @@ def minimize_many(
     Args:
       fun: objective ``(x, *args) -> scalar`` for one member.
       x0s: starting points: a pytree whose leaves all have the same leading (batch) axis.
-      method: as in :func:`jopt.minimize`.
+      method, options: as in :func:`jopt.minimize`.
       args: extra arguments of ``fun``.
       args_axes: which ``args`` are per-member: ``None`` (all shared, the default), ``0``
         (all batched along a leading axis of the batch size), or a tuple with ``0`` or
@@ -130,7 +131,7 @@ def minimize_many(
     return _minimize_many(fun, x0s, method=method, args=args, args_axes=args_axes, tol=tol,
                           ftol=ftol, xtol=xtol, maxiter=maxiter, maxfev=maxfev,
                           history=history, history_size=history_size, segment=segment,
-                          bucket_sizes=bucket_sizes)[0]
+                          bucket_sizes=bucket_sizes, options=options)[0]
 
 
 def _minimize_many(
@@ -149,6 +150,7 @@ def _minimize_many(
     history_size: int | None,
     segment: int,
     bucket_sizes: Sequence[int] | None,
+    options: dict[str, Any] | None = None,
 ) -> tuple[MinimizeResult, ManyStats]:
     """:func:`minimize_many` that also reports its :class:`ManyStats`."""
     check_float_tree("x0s", x0s)
@@ -166,7 +168,7 @@ def _minimize_many(
         raise TypeError("`minimize_many` runs a host-side loop over compiled segments and "
                         "cannot be traced (jit/vmap/grad); use `jax.vmap(jopt.minimize)` "
                         "inside a transformation.")
-    tx = resolve_method(method)
+    tx = resolve_method(method, options)
     x0s = jax.tree.map(checks.strong, x0s)
     dtype = np.result_type(*(leaf.dtype for leaf in jax.tree.leaves(x0s)))
     # The platform's plan for one member, as a batch (never outlined).

@@ -7,7 +7,8 @@ runs unnamed (``method=transform``), reporting through the step protocol (:mod:`
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import optax
@@ -27,9 +28,14 @@ METHODS: dict[str, Factory] = {
     "trust-ncg": trust_ncg,
     "newton": newton,
 }
-# Other spellings (compared in lower case), scipy's among them.
+# Other spellings (compared in lower case), scipy's among them ("BFGS", "CG",
+# "Newton-CG", "trust-ncg" are registered names once lower-cased).
 ALIASES: dict[str, str] = {"l-bfgs": "lbfgs", "l_bfgs": "lbfgs", "newton_cg": "newton-cg",
                            "trust_ncg": "trust-ncg"}
+# scipy's names for a method's own settings, where jopt's differ.
+_SCIPY_OPTIONS: dict[str, dict[str, str]] = {"lbfgs": {"maxcor": "memory_size"}}
+# scipy options that are arguments of minimize itself in jopt.
+_RUN_OPTIONS = {"gtol": "tol", "disp": "verbose", "maxfun": "maxfev"}
 
 
 def method_names() -> tuple[str, ...]:
@@ -38,13 +44,42 @@ def method_names() -> tuple[str, ...]:
 
 
 @functools.cache
-def _named(name: str) -> optax.GradientTransformationExtraArgs:
-    """One transform object per name, so a compiled loop is reused across calls."""
-    return METHODS[name]()
+def _named(name: str, options: tuple = ()) -> optax.GradientTransformationExtraArgs:
+    """One transform object per name and options, so a compiled loop is reused across
+    calls."""
+    return METHODS[name](**dict(options))
 
 
-def resolve_method(method: Any) -> optax.GradientTransformationExtraArgs:
-    """The transform for ``method``: a registered name, or any optax/jopt transform."""
+def _method_options(name: str, options: Mapping[str, Any]) -> tuple:
+    """``options`` as the sorted keyword items of ``METHODS[name]``, checked by name."""
+    if not isinstance(options, Mapping):
+        raise TypeError(f"`options` must be a dict of the method's settings, got "
+                        f"{type(options).__name__}.")
+    accepted = [p for p in inspect.signature(METHODS[name]).parameters]
+    renamed = _SCIPY_OPTIONS.get(name, {})
+    items = {}
+    for key, value in options.items():
+        if key in _RUN_OPTIONS:
+            raise ValueError(f"`options[{key!r}]`: jopt takes this as an argument of "
+                             f"minimize: pass `{_RUN_OPTIONS[key]}=` instead.")
+        key = renamed.get(key, key)
+        if key not in accepted:
+            raise ValueError(f"`options` key {key!r} is not a setting of method {name!r}; "
+                             f"its settings are {accepted}.")
+        items[key] = value
+    try:
+        hash(tuple(items.values()))
+    except TypeError:
+        raise TypeError(f"`options` values must be hashable (numbers, strings, "
+                        f"transforms), got {options!r}.") from None
+    return tuple(sorted(items.items()))
+
+
+def resolve_method(method: Any, options: Mapping[str, Any] | None = None,
+                   ) -> optax.GradientTransformationExtraArgs:
+    """The transform for ``method``: a registered name (built with the keyword settings
+    ``options``, e.g. ``{"memory_size": 20}`` for ``"lbfgs"``), or any optax/jopt
+    transform."""
     if isinstance(method, str):
         key = method.lower()
         key = ALIASES.get(key, key)
@@ -53,7 +88,10 @@ def resolve_method(method: Any) -> optax.GradientTransformationExtraArgs:
                 f"Unknown `method` {method!r}. Valid names: {sorted({*METHODS, *ALIASES})}; "
                 f"or pass any optax/jopt GradientTransformation."
             )
-        return _named(key)
+        return _named(key, _method_options(key, options or {}))
+    if options:
+        raise ValueError("`options` configure a method given by name; a transform passed as "
+                         "`method` is already configured.")
     if isinstance(method, optax.GradientTransformationExtraArgs):
         return method
     if isinstance(method, optax.GradientTransformation):
