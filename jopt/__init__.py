@@ -8,6 +8,7 @@ jopt mix freely.
 from jopt import compress, distributed
 from jopt._checks import JoptWarning
 from jopt._platform import enable_small_loop_kernels, platform_policy, small_loop_flags
+from jopt._version import __version__ as __version__
 from jopt.calculus import (
     gnvp,
     gnvp_fn,
@@ -96,8 +97,6 @@ from jopt.transforms import (
     sqn,
     trust_ncg,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AdaHessianState",
