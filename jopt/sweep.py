@@ -116,10 +116,14 @@ def grid(**axes: Any) -> dict[str, Any]:
       list of Python floats becomes JAX's default float dtype).
 
     Example:
-      >>> import jopt
+      >>> import jax.numpy as jnp, jopt
       >>> g = jopt.grid(lr=[0.1, 0.01], momentum=[0.0, 0.5, 0.9])
-      >>> g["lr"].tolist(), g["momentum"].tolist()
-      ([0.1, 0.1, 0.1, 0.01, 0.01, 0.01], [0.0, 0.5, 0.9, 0.0, 0.5, 0.9])
+      >>> g["lr"].shape, g["lr"].dtype == jnp.zeros(()).dtype  # JAX's default float
+      ((6,), True)
+      >>> [round(v, 6) for v in g["lr"].tolist()]
+      [0.1, 0.1, 0.1, 0.01, 0.01, 0.01]
+      >>> [round(v, 6) for v in g["momentum"].tolist()]
+      [0.0, 0.5, 0.9, 0.0, 0.5, 0.9]
 
     References:
       Bergstra & Bengio (2012), JMLR 13, Sec. 1 (grid search).

@@ -421,7 +421,7 @@ def fake_quantize_tree(
       params: pytree of float arrays.
       bits: an int in 2..8 for every ``quantizable`` leaf, or a pytree of ints like
         ``params`` (``0`` = leave that leaf in floating point, e.g. from
-        :func:`allocate_bits`). Widths may be traced integer scalars (not the ``0``s), so
+        :func:`allocate_bits`). Widths may be traced integer scalars (not the ``0`` entries), so
         one compiled function evaluates many allocations.
       symmetric: symmetric or affine quantizer.
       channel_axis: per-channel axis for leaves of rank >= 2 (e.g. ``-1``, the output

@@ -95,7 +95,7 @@ def scale_by_newton_cg(maxiter: int | None = None) -> optax.GradientTransformati
 
     Negative curvature met at the first CG iteration gives the steepest-descent direction,
     scaled by the curvature's magnitude, ``-(‖g‖²/|gᵀ∇²f g|)·g`` (so the unit trial step
-    is the step to the minimum of the quadratic with |curvature|, as in scipy's
+    is the step to the minimum of the quadratic with curvature ``|gᵀ∇²f g|``, as in scipy's
     Newton-CG); met later, the CG iterate so far (N&W Alg. 7.1). Chain with a line search (see
     :func:`newton_cg`). ``maxiter`` bounds the CG iterations per outer step (default
     ``20·n`` as in scipy, capped at 1000).
