@@ -236,7 +236,7 @@ def _solve(call: dict) -> tuple[Any, bool]:
     options = dict(maxiter=call["maxiter"], maxfev=call["maxfev"])
     tols = dict(tol=call["tol"], ftol=call["ftol"], xtol=call["xtol"])
     if call["api"] == "many":
-        x0s = jax.tree.map(lambda a: jnp.stack([a, a * 0.5]), x0)
+        x0s = jax.tree.map(lambda a: jnp.stack([a, (a * 0.5).astype(a.dtype)]), x0)
         return jopt.minimize_many(problem.fun, x0s, args=args, **tols, **options), True
 
     traced = call["traced_tol"] and call["wrap"] != "eager"

@@ -237,3 +237,8 @@ def test_jit_over_a_concrete_nan_tolerance_is_never_success():
     res = jax.jit(lambda t: jopt.minimize(f, jnp.full(3, 5.0), tol=t))(jnp.nan)
     assert not bool(res.success)
     np.testing.assert_allclose(float(res.fun), float(f(res.x)), rtol=1e-6)
+
+
+def test_minimize_many_names_args_that_do_not_fit():
+    with pytest.raises(TypeError, match=r"`x0s` and `args`.*float64\[4\]"):
+        jopt.minimize_many(lambda x, c: jnp.sum(x * c), jnp.zeros((2, 3)), (jnp.ones(4),))

@@ -127,9 +127,10 @@ def objective_errors(fun: Callable, x: Any, args: tuple, name: str = "x0") -> It
         try:
             jax.eval_shape(fun, x, *args)
         except (TypeError, ValueError) as own:
+            arg = name.split("[")[0]  # (x0s[0]: the first member of x0s)
             raise type(err)(
                 f"calling `fun({name}, *args)` raised {type(own).__name__}: {own}\n"
-                f"Check that `{name}` and `args` are what `fun` expects: `{name}` has "
+                f"Check that `{arg}` and `args` are what `fun` expects: `{name}` has "
                 f"leaves {_shapes(x)}, `args` has {len(args)} argument(s) with leaves "
                 f"{_shapes(args)}.") from err
         raise

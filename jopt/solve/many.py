@@ -182,7 +182,8 @@ def _minimize_many(
     tol, ftol, xtol = (checks.strong(t, dtype) for t in (tol, ftol, xtol))
     init = platform.compiled(_batched_init, 3, the_plan.profile)
     run = platform.compiled(_segment_many, 3, the_plan.profile, donate_argnums=(3,))
-    states = init(config, tx, axes, x0s, args, tol)
+    with checks.objective_errors(fun, member, member_args, name="x0s[0]"):
+        states = init(config, tx, axes, x0s, args, tol)
     status = np.asarray(states.status)
     nit = np.asarray(states.nit)
     steps = np.asarray(segment, np.int32)
