@@ -163,8 +163,8 @@ def _member(tree: Any, i: int | None) -> Any:
     return tree if i is None else jax.tree.map(lambda a: a[i], tree)
 
 
-def _verify_member(res: Any, i: int | None, problem: Problem, c: float, tol: float,
-                   ftol: float, xtol: float, maxiter: int) -> None:
+def _verify_member(res: Any, i: int | None, problem: Problem, c: float, c_shape: tuple,
+                   tol: float, ftol: float, xtol: float, maxiter: int) -> None:
     status, success = int(_member(res.status, i)), bool(_member(res.success, i))
     assert status in KNOWN_STATUS, status
     assert success == (status in (jopt.Status.CONVERGED, jopt.Status.SMALL_CHANGE))
@@ -176,11 +176,12 @@ def _verify_member(res: Any, i: int | None, problem: Problem, c: float, tol: flo
     assert np.all(np.isfinite(z)) and np.isfinite(float(fun)), (x, fun)
     dtype = jnp.result_type(*jax.tree.leaves(x)) if jax.tree.leaves(x) else jnp.float32
     eps = float(jnp.finfo(dtype).eps)
-    fx = float(problem.fun(x, jnp.asarray(c, dtype)))  # eagerly, outside jopt
+    cs = jnp.full(c_shape, c, dtype)  # (the args the solve was given)
+    fx = float(problem.fun(x, cs))  # eagerly, outside jopt
     assert abs(float(fun) - fx) <= 8 * eps * max(1.0, abs(fx)), (float(fun), fx)
     if status == jopt.Status.CONVERGED:
-        g = np.asarray(_flat(jax.grad(problem.fun)(x, jnp.asarray(c, dtype))), np.float64)
-        slack = 16 * eps * np.max(problem.gscale(z, c), initial=0.0)
+        g = np.asarray(_flat(jax.grad(problem.fun)(x, cs)), np.float64)
+        slack = 16 * eps * cs.size * np.max(problem.gscale(z, c), initial=0.0)
         assert np.max(np.abs(g), initial=0.0) <= tol + slack, (g, tol)
     else:  # SMALL_CHANGE: only where an ftol or xtol test was on
         assert ftol > 0 or xtol > 0
@@ -277,5 +278,5 @@ def test_public_api_never_claims_an_unverified_success(call: dict) -> None:
     maxiter = call["maxiter"]
     event(f"solved, success={bool(np.any(res.success))}")
     for i in (range(np.shape(res.status)[0]) if batched else (None,)):
-        _verify_member(res, i, PROBLEMS[call["problem"]], call["c"], call["tol"],
-                       call["ftol"], call["xtol"], maxiter)
+        _verify_member(res, i, PROBLEMS[call["problem"]], call["c"], call["c_shape"],
+                       call["tol"], call["ftol"], call["xtol"], maxiter)
