@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test test-generic test-small-loops test-slow demo bench lint clean
+.PHONY: test test-generic test-small-loops test-slow demo docs bench lint clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ $(VENV)/.demo-deps: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e ".[examples]"
 	touch $@
 
+$(VENV)/.docs-deps: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e ".[test,docs]"
+	touch $@
+
 $(VENV)/.bench-deps: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e ".[test,bench,examples]"
 	touch $@
@@ -25,6 +29,7 @@ $(VENV)/.bench-deps: pyproject.toml | $(VENV)/bin/python
 test: $(VENV)/.test-deps
 	$(PY) -m ruff check jopt tests examples benchmarks
 	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -p no:cacheprovider --doctest-modules jopt
 	$(MAKE) test-generic
 
 # The solver battery under the generic platform policy: the plain path GPUs and TPUs get
@@ -44,6 +49,10 @@ test-slow: $(VENV)/.test-deps
 
 demo: $(VENV)/.demo-deps
 	MPLBACKEND=Agg $(PY) examples/tour.py
+
+# The documentation site (Sphinx + MyST + furo), warnings as errors, into docs/_build/html.
+docs: $(VENV)/.docs-deps
+	$(PY) -m sphinx -E -W --keep-going -b html docs docs/_build/html
 
 bench: $(VENV)/.bench-deps
 	$(PY) benchmarks/run_all.py

@@ -16,14 +16,26 @@ loss) are reduced the same way. These helpers only *place* data:
   along their trailing dimensions, and counters replicated. ``opt.init`` alone makes its
   zeros wherever JAX puts new arrays, which for a large model may be one device.
 
-Example (data parallel on all local devices)::
+Example (data parallel on all local devices; a jitted step needs no change):
 
-    mesh = jax.make_mesh((jax.device_count(),), ("data",))
-    params = jopt.distributed.replicate(params, mesh)
-    opt_state = jopt.distributed.shard_like_params(opt.init(params), params)
-    for batch in loader:
-        batch = jopt.distributed.shard_batch(batch, mesh, "data")
-        (params, opt_state), loss = step((params, opt_state), batch)   # a jitted step
+    >>> import jax, jax.numpy as jnp, optax, jopt
+    >>> mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    >>> opt = jopt.adam(1e-2)
+    >>> params = jopt.distributed.replicate({"w": jnp.zeros(3)}, mesh)
+    >>> opt_state = jopt.distributed.shard_like_params(opt.init(params), params)
+    >>> def loss(params, batch):
+    ...     X, y = batch
+    ...     return jnp.mean((X @ params["w"] - y) ** 2)
+    >>> @jax.jit
+    ... def step(params, opt_state, batch):
+    ...     value, grads = jax.value_and_grad(loss)(params, batch)
+    ...     updates, opt_state = opt.update(grads, opt_state, params)
+    ...     return optax.apply_updates(params, updates), opt_state, value
+    >>> rows = 4 * jax.device_count()  # a multiple of the number of devices
+    >>> batch = jopt.distributed.shard_batch((jnp.ones((rows, 3)), jnp.ones(rows)), mesh, "data")
+    >>> params, opt_state, value = step(params, opt_state, batch)
+    >>> round(float(value), 3)
+    1.0
 """
 
 from __future__ import annotations

@@ -16,18 +16,23 @@ and the model reads them as views (static slices + reshapes) through :meth:`Flat
   fused elementwise pass, with compile time independent of the number of leaves,
 * ``optax.apply_updates``, checkpointing, ``vmap`` and sharding work unchanged.
 
-Example::
+Example:
 
-    flat = jopt.FlatParams.from_tree(params)        # once
-    opt = jopt.adam(1e-3)
-    state = opt.init(flat)
-
-    def loss(flat, batch):
-        return model_loss(flat.tree(), batch)       # the model sees the usual pytree
-
-    grads = jax.grad(loss)(flat, batch)
-    updates, state = opt.update(grads, state, flat)
-    flat = optax.apply_updates(flat, updates)
+    >>> import jax, jax.numpy as jnp, optax, jopt
+    >>> params = {"w": jnp.ones((2, 3), jnp.float32), "b": jnp.zeros(3, jnp.float32)}
+    >>> flat = jopt.FlatParams.from_tree(params)        # once
+    >>> flat
+    FlatParams(2 leaves in float32[9])
+    >>> opt = jopt.adam(1e-3)
+    >>> state = opt.init(flat)
+    >>> def loss(flat, x):
+    ...     p = flat.tree()                              # the model sees the usual pytree
+    ...     return jnp.sum((x @ p["w"] + p["b"]) ** 2)
+    >>> grads = jax.grad(loss)(flat, jnp.ones((4, 2), jnp.float32))  # a FlatParams
+    >>> updates, state = opt.update(grads, state, flat)
+    >>> flat = optax.apply_updates(flat, updates)
+    >>> flat.tree()["w"].shape
+    (2, 3)
 """
 
 from __future__ import annotations

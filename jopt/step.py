@@ -20,12 +20,16 @@ the loop never replaces a state, and a second failure in a row ends the run. And
 counters are cumulative over the transform's life, so resuming a saved state continues
 them.
 
-Example — steepest descent with Armijo backtracking as a new method::
+Example — steepest descent with Armijo backtracking as a new method (counters and
+statuses honest):
 
-    def steepest_descent():
-        return optax.chain(optax.scale(-1.0), jopt.scale_by_backtracking())
-
-    jopt.minimize(fun, x0, method=steepest_descent())   # counters and statuses honest
+    >>> import jax.numpy as jnp, optax, jopt
+    >>> def steepest_descent():
+    ...     return optax.chain(optax.scale(-1.0), jopt.scale_by_backtracking())
+    >>> res = jopt.minimize(lambda x: jnp.sum((x - 1.0) ** 2), jnp.zeros(3),
+    ...                     method=steepest_descent())
+    >>> bool(res.success), [round(float(v), 4) for v in res.x]
+    (True, [1.0, 1.0, 1.0])
 
 (:func:`jopt.scale_by_backtracking` fills the record; see the solver-protocol guide for a
 method that fills its own.)

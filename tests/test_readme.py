@@ -15,7 +15,7 @@ def test_readme_python_blocks_run():
     assert len(blocks) >= 3
     namespace: dict = {}
     for block in blocks:
-        exec(compile(block, str(README), "exec"), namespace)  # noqa: S102
+        exec(compile(block, str(README), "exec"), namespace)
     # The quick starts' claims: Adam fitted the data, BFGS and Newton-CG converged.
     assert float(namespace["loss"](namespace["params"], namespace["X"], namespace["y"])) < 1e-2
     assert bool(namespace["res"].success)

@@ -257,7 +257,8 @@ def minimize(
       ftol: stop when ``|f_k - f_{k+1}| <= ftol·max(|f_k|, |f_{k+1}|, 1)`` (0: off).
       xtol: stop when ``‖x_{k+1} - x_k‖∞ <= xtol·(xtol + ‖x_k‖∞)`` (0: off). A concrete
         0 compiles the test out; any other value (or a traced one) shares one program.
-      maxiter: iteration limit. maxfev: evaluation limit (checked after each iteration).
+      maxiter: iteration limit.
+      maxfev: evaluation limit (checked after each iteration).
       history: record ``f`` and ``‖∇f‖∞`` per iteration in fixed-size buffers.
       history_size: buffer length (default ``maxiter + 1``; past the end, the last entry
         is overwritten). Long buffers cost small problems time: ask for what you read.
@@ -415,10 +416,10 @@ def minimize_run(
     the same arguments: the state is the loop's whole carry.
 
     Args:
-      fun, args, method, tol, ftol, xtol, maxfev, verbose, options, callback,
-        callback_every: as in :func:`minimize` (``method``, ``options`` and ``fun`` must
-        be those that made ``state``; tolerances may change
-        between segments and act from the next iteration on).
+      fun, args, method, tol, ftol, xtol, maxfev, verbose, options, callback, callback_every:
+        as in :func:`minimize` (``method``, ``options`` and ``fun`` must be those that
+        made ``state``; tolerances may change between segments and act from the next
+        iteration on).
       state: a :class:`SolverState` from :func:`minimize_init` or :func:`minimize_run`.
       maxiter: limit on the *total* iteration count ``state.nit`` (a state already at the
         limit ends with ``MAXITER`` without iterating).

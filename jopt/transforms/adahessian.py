@@ -130,7 +130,8 @@ def adahessian(
 
     .. math::
        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
-       v_t = \beta_2 v_{t-1} + (1-\beta_2) D_t^{(s)} \odot D_t^{(s)},\\
+       v_t = \beta_2 v_{t-1} + (1-\beta_2) D_t^{(s)} \odot D_t^{(s)},
+
        u_t = -\eta_t \Big( \frac{m_t / (1-\beta_1^t)}
              {\big(\sqrt{v_t/(1-\beta_2^t)}\big)^{k} + \epsilon} + \lambda\, w_t \Big)
 

@@ -102,7 +102,7 @@ def sgd(
 
     .. math::
        t_k = g_k + \mu t_{k-1}, \qquad
-       u_k = -\eta_k \,(t_k \text{ or, Nesterov, } g_k + \mu t_k)
+       u_k = -\eta_k \,t_k \ \text{or (Nesterov)}\ u_k = -\eta_k \,(g_k + \mu t_k)
 
     Args:
       learning_rate: step size ``η`` (float, traced scalar, or schedule).
@@ -239,7 +239,8 @@ def rmsprop(
 
     .. math::
        \nu_k = \rho\,\nu_{k-1} + (1-\rho) g_k^2, \qquad
-       \mu_k = \rho\,\mu_{k-1} + (1-\rho) g_k \ \text{(centered only)},\\
+       \mu_k = \rho\,\mu_{k-1} + (1-\rho) g_k \ \text{(centered only)},
+
        d_k = g_k / \sqrt{\nu_k - \mu_k^2 + \epsilon}, \qquad
        u_k = -\eta_k d_k \ \text{or, with momentum,}\ t_k = -\eta_k d_k + \mu t_{k-1}
 
@@ -426,7 +427,8 @@ def adam(
 
     .. math::
        m_k = \beta_1 m_{k-1} + (1-\beta_1) g_k,\quad
-       v_k = \beta_2 v_{k-1} + (1-\beta_2) g_k^2,\\
+       v_k = \beta_2 v_{k-1} + (1-\beta_2) g_k^2,
+
        \hat m_k = m_k/(1-\beta_1^k),\quad \hat v_k = v_k/(1-\beta_2^k),\quad
        u_k = -\eta_k\, \hat m_k / (\sqrt{\hat v_k + \epsilon_{root}} + \epsilon)
 
