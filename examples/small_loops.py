@@ -6,13 +6,14 @@ the first JAX computation): "usual" turns jopt's per-program outlining off
 (``jopt._platform.outline.outline_solver_loops(False)``), "jopt" is the default, "process" calls
 ``jopt.enable_small_loop_kernels()``. Each solves chained Rosenbrock (n = 10 and 100) and a
 1,000-variable tridiagonal quadratic with L-BFGS and prints first-call (compile) and
-steady times.
+steady times (``--quick``: n = 10 and 1,000 only, 3 timed calls instead of 20).
 
 Run: ``python examples/small_loops.py``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -21,9 +22,10 @@ import time
 from pathlib import Path
 
 SIZES = (10, 100, 1000)
+QUICK_SIZES = (10, 1000)
 
 
-def _child(mode: str) -> None:
+def _child(mode: str, sizes: tuple[int, ...] = SIZES, repeats: int = 20) -> None:
     import jopt
 
     if mode == "process":
@@ -44,7 +46,7 @@ def _child(mode: str) -> None:
         return (x[0] - 1.0) ** 2 + jnp.sum(i * (2.0 * x[1:] - x[:-1]) ** 2)
 
     rows = []
-    for n in SIZES:
+    for n in sizes:
         fun, x0 = ((rosenbrock, jnp.asarray(np.tile([-1.2, 1.0], n // 2))) if n < 1000
                    else (tridiagonal, jnp.ones(n)))
         start = time.perf_counter()
@@ -52,13 +54,14 @@ def _child(mode: str) -> None:
         jax.block_until_ready(res.x)
         first = time.perf_counter() - start
         times = []
-        for _ in range(20):
+        for _ in range(repeats):
             start = time.perf_counter()
             jax.block_until_ready(jopt.minimize(fun, x0, method="lbfgs", tol=1e-6).x)
             times.append(time.perf_counter() - start)
         steady = float(np.median(times))
         rows.append({"n": n, "problem": "Rosenbrock" if n < 1000 else "TRIDIA",
                      "nit": int(res.nit), "status": int(res.status),
+                     "success": bool(res.success),
                      "first_s": first, "steady_s": steady})
     print(json.dumps(rows))
 
@@ -66,14 +69,16 @@ def _child(mode: str) -> None:
 MODES = ("usual", "jopt", "process")
 
 
-def run() -> dict[str, list[dict]]:
+def run(quick: bool = False) -> dict[str, list[dict]]:
     """Each mode in a fresh process; returns their rows keyed by mode."""
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JOPT_OUTLINE_LOOPS")}
     out = {}
     for mode in MODES:
-        proc = subprocess.run([sys.executable, __file__, "--child", mode], env=env,
+        proc = subprocess.run([sys.executable, __file__, "--child", mode,
+                               *(["--quick"] if quick else [])], env=env,
                               check=True, capture_output=True, text=True)
         out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert all(row["success"] for row in out[mode]), f"{mode}: a solve failed"
     return out
 
 
@@ -92,16 +97,22 @@ def format_table(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def main(out_dir: Path | None = None) -> None:
+def main(out_dir: Path | None = None, quick: bool = False) -> None:
     del out_dir
     print("L-BFGS through jopt.minimize, float64, tol 1e-6; three fresh processes: jopt's")
     print("per-program outlining off (usual kernels), on (the default), and the process-wide")
     print("jopt.enable_small_loop_kernels().\n")
-    print(format_table(run()))
+    print(format_table(run(quick)))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--child":
-        _child(sys.argv[2])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        default=os.environ.get("JOPT_EXAMPLES_QUICK") == "1",
+                        help="a few-second run (also JOPT_EXAMPLES_QUICK=1)")
+    parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child, *((QUICK_SIZES, 3) if args.quick else (SIZES, 20)))
     else:
-        main()
+        main(quick=args.quick)

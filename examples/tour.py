@@ -1,15 +1,18 @@
 """A tour of jopt: every feature gets a short, runnable section here.
 
 ``make demo`` runs this file (``MPLBACKEND=Agg .venv/bin/python examples/tour.py``); it
-works from any working directory. Figures go to ``examples/out/``.
+works from any working directory. Figures go to ``examples/out/``. With ``--quick`` (or
+``JOPT_EXAMPLES_QUICK=1``) every section runs its example's quick mode, and figures go to
+``examples/out/quick/``.
 
-To add a section, write a function ``section(out_dir: Path) -> None`` that prints what it
-shows (and saves any figure under ``out_dir``), then append ``(title, function)`` to
-:data:`SECTIONS`.
+To add a section, write a function ``section(out_dir: Path, quick: bool) -> None`` that
+prints what it shows (and saves any figure under ``out_dir``), then append
+``(title, function)`` to :data:`SECTIONS`.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import sys
@@ -32,7 +35,7 @@ import jopt
 EXAMPLES_DIR = Path(__file__).resolve().parent
 OUT_DIR = EXAMPLES_DIR / "out"
 
-Section = Callable[[Path], None]
+Section = Callable[[Path, bool], None]
 
 
 # -------------------------------------------------------------------------- helpers
@@ -94,19 +97,20 @@ def plot_convergence(results: dict, path: Path) -> Path:
     return path
 
 
-def linear_regression_section(out_dir: Path) -> None:
+def linear_regression_section(out_dir: Path, quick: bool) -> None:
     """Gradient descent, momentum and Adam against the closed-form least-squares fit."""
-    results = load_example("linear_regression").run(verbose=False)
+    example = load_example("linear_regression")
+    num_steps = example.QUICK_NUM_STEPS if quick else example.DEFAULT_NUM_STEPS
+    results = example.run(num_steps=num_steps, verbose=False)
     print(
         "Least squares on scikit-learn's diabetes data (standardised), params as the "
         'pytree {"w", "b"};\neach training loop is one compiled lax.scan, in float64.\n'
     )
     print(results["table"])
-    print(
-        "\nGradient descent crawls along the flattest direction; heavy-ball momentum reaches"
-        "\nfloat64 resolution in ~350 steps; Adam gets there by ~1200 but, with a constant"
-        "\nstep, bounces off the noise floor and re-converges (the spikes in the plot)."
-    )
+    print("\nGradient descent crawls along the flattest direction; momentum and Adam get "
+          "further.\nA spike in the plot is Adam with a constant step bouncing off the "
+          "noise floor:\n")
+    print(example.describe(results["methods"], results["exact_loss"]))
     path = plot_convergence(results, out_dir / "linear_regression_convergence.png")
     print(f"\nconvergence plot: {display_path(path)}")
 
@@ -114,13 +118,15 @@ def linear_regression_section(out_dir: Path) -> None:
 # ---------------------------------------------------------------------- quasi-Newton
 
 
-def quasi_newton_section(out_dir: Path) -> None:
+def quasi_newton_section(out_dir: Path, quick: bool) -> None:
     """jopt.minimize (L-BFGS, BFGS, nonlinear CG) beside scipy on chained Rosenbrock."""
     del out_dir
     example = load_example("quasi_newton")
-    print("Chained Rosenbrock, n = 100, from (−1.2, 1, …); ‖∇f‖∞ ≤ 1e-6, float64.")
+    settings = example.QUICK if quick else example.FULL
+    print(f"Chained Rosenbrock, n = {settings['n']}, from (−1.2, 1, …); ‖∇f‖∞ ≤ 1e-6, "
+          "float64.")
     print("Each jopt solve is one compiled lax.while_loop; times are steady-state medians.\n")
-    print(example.format_table(example.run()))
+    print(example.format_table(example.run(**settings)))
 
 
 # ------------------------------------------------------------------ bilevel / implicit
@@ -132,7 +138,8 @@ def plot_validation_curve(results: dict, path: Path) -> Path:
     fig = Figure(figsize=(7.0, 4.5), layout="constrained")
     ax = fig.add_subplot()
     lam = np.exp(grid["log_lam"])
-    ax.loglog(lam, grid["val_loss"], "-", color="C0", label="validation loss (40-point grid)")
+    ax.loglog(lam, grid["val_loss"], "-", color="C0",
+              label=f"validation loss ({lam.size}-point grid)")
     ax.loglog(lam, grid["test_loss"], "--", color="grey", linewidth=1, label="test loss (grid)")
     path_lam = np.exp(steps["log_lam"])
     ax.plot(path_lam, steps["val_loss"], "o-", color="C3", ms=4, linewidth=0.8,
@@ -159,9 +166,10 @@ def plot_validation_curve(results: dict, path: Path) -> Path:
     return path
 
 
-def bilevel_section(out_dir: Path) -> None:
+def bilevel_section(out_dir: Path, quick: bool) -> None:
     """Hyperparameter tuning: jax.grad through jopt.minimize by the implicit function theorem."""
-    results = load_example("bilevel_regularization").run(verbose=False)
+    example = load_example("bilevel_regularization")
+    results = example.run(verbose=False, **(example.QUICK if quick else {}))
     check, steps = results["fd_check"], results["path"]
     n_train, n_val, n_test = results["sizes"]
     print(
@@ -175,7 +183,7 @@ def bilevel_section(out_dir: Path) -> None:
         f"dV/dlog λ at λ = {results['start']['lam']:g}: implicit {check['implicit']:.10f}, "
         f"central difference {check['finite_difference']:.10f} (rel. {check['rel_error']:.0e})"
     )
-    shown = [0, 1, 2, 3, 5, 10, steps["log_lam"].size - 1]
+    shown = sorted({0, 1, 2, 3, 5, 10, steps["log_lam"].size - 1})
     print("outer steps: " + ", ".join(
         f"{k}: λ={np.exp(steps['log_lam'][k]):.4g}" for k in shown))
     print(f"|dV/dlog λ| at the last step: {abs(steps['hypergrad'][-1]):.1e}\n")
@@ -195,11 +203,11 @@ def bilevel_section(out_dir: Path) -> None:
 
 
 def example_section(name: str) -> Section:
-    """A section that runs ``examples/<name>.py``'s ``main(out_dir)`` (it prints its own
-    report)."""
+    """A section that runs ``examples/<name>.py``'s ``main(out_dir, quick=quick)`` (it
+    prints its own report)."""
 
-    def section(out_dir: Path) -> None:
-        load_example(name).main(out_dir)
+    def section(out_dir: Path, quick: bool) -> None:
+        load_example(name).main(out_dir, quick=quick)
 
     section.__name__ = f"{name}_section"
     return section
@@ -208,15 +216,21 @@ def example_section(name: str) -> Section:
 # ------------------------------------------------------------------------------ tour
 
 SECTIONS: list[tuple[str, Section]] = [
+    ("Calculus: a gradient derived by hand, checked against jax.grad and jopt",
+     lambda out_dir, quick: load_example("gradient_check").main(quick=quick)),
     ("First-order optimizers on linear regression", linear_regression_section),
+    ("First-order practice: the stable step, schedules, clipping, minibatches",
+     lambda out_dir, quick: load_example("first_order").main(quick=quick)),
     ("Quasi-Newton solvers: jopt.minimize beside scipy", quasi_newton_section),
+    ("The ladder: twelve optimizers, gradient descent to Newton, on one problem",
+     example_section("ladder")),
     ("Small solver loops as one XLA:CPU kernel", example_section("small_loops")),
     ("Implicit differentiation: tuning L2 strength by hypergradient", bilevel_section),
     ("Hessian diagnostics and AdaHessian / Sophia on digits", example_section("curvature")),
-    ("Hyperparameter sweeps: 64 learning rates × 4 seeds in one program",
+    ("Hyperparameter sweeps: learning rates × seeds, all in one program",
      example_section("sweep_learning_rates")),
     ("Compression: distillation, OBD pruning, Hessian-aware quantization",
-     lambda out_dir: load_example("compress_digits").run(out_dir=out_dir)),
+     lambda out_dir, quick: load_example("compress_digits").run(out_dir=out_dir, quick=quick)),
 ]
 
 
@@ -225,15 +239,20 @@ def print_header() -> None:
     print(f"jopt {jopt.__version__} tour — jax {jax.__version__} on {jax.default_backend()}")
 
 
-def main(out_dir: Path = OUT_DIR) -> None:
-    """Run every section in order, timing each."""
+def main(out_dir: Path | None = None, quick: bool = False) -> None:
+    """Run every section in order, timing each (``quick``: each example's quick mode)."""
+    out_dir = out_dir or (OUT_DIR / "quick" if quick else OUT_DIR)
     print_header()
     for title, section in SECTIONS:
         print_banner(title)
         start = time.perf_counter()
-        section(out_dir)
+        section(out_dir, quick)
         print(f"[{time.perf_counter() - start:.1f} s]")
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        default=os.environ.get("JOPT_EXAMPLES_QUICK") == "1",
+                        help="every section in its quick mode (also JOPT_EXAMPLES_QUICK=1)")
+    main(quick=parser.parse_args().quick)
