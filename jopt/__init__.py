@@ -50,6 +50,7 @@ from jopt.linesearch import (
     scale_by_strong_wolfe,
 )
 from jopt.solve import (
+    IntermediateResult,
     MinimizeResult,
     SolverState,
     Status,
@@ -109,6 +110,7 @@ __all__ = [
     "HessianEigResult",
     "HessianFreeState",
     "HessianTraceResult",
+    "IntermediateResult",
     "JoptWarning",
     "LBFGSState",
     "LanczosResult",

@@ -273,7 +273,7 @@ def minimize(
         ``{"initial_radius": 0.1}`` for ``"trust-ncg"``, ``{"beta": "pr"}`` for ``"cg"``.
         scipy's ``gtol``/``disp``/``maxfun`` are ``tol``/``verbose``/``maxfev`` here.
       callback: called on the host as ``callback(r)`` with an
-        :class:`~jopt.solve.loop.IntermediateResult` ``r`` (``r.x``, ``r.fun``,
+        :class:`~jopt.IntermediateResult` ``r`` (``r.x``, ``r.fun``,
         ``r.jac``, ``r.nit``, ``r.status``; NumPy arrays) every ``callback_every``
         iterations and after the last one, from inside the compiled loop through
         ``jax.debug.callback`` — so also under ``jit`` (under ``vmap``, once per
