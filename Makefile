@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test test-generic test-small-loops test-slow demo docs bench lint clean
+.PHONY: test test-generic test-small-loops test-slow demo demo-quick examples docs bench lint clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,13 @@ test-slow: $(VENV)/.test-deps
 
 demo: $(VENV)/.demo-deps
 	MPLBACKEND=Agg $(PY) examples/tour.py
+
+demo-quick: $(VENV)/.demo-deps
+	MPLBACKEND=Agg $(PY) examples/tour.py --quick
+
+# Every example in quick mode (make test runs them too, through tests/test_examples.py).
+examples: $(VENV)/.demo-deps
+	@for f in examples/*.py; do echo "== $$f"; MPLBACKEND=Agg $(PY) $$f --quick || exit 1; done
 
 # The documentation site (Sphinx + MyST + furo), warnings as errors, into docs/_build/html.
 docs: $(VENV)/.docs-deps

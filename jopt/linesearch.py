@@ -36,7 +36,7 @@ import optax
 from jopt._checks import check_in_range, check_positive_int
 from jopt.calculus import value_and_grad_of
 from jopt.step import StepRecord, step_status
-from jopt.tree import tree_add_scaled, tree_inf_norm, tree_scale, tree_select, tree_vdot
+from jopt.tree import tree_inf_norm, tree_scale, tree_select, tree_vdot
 
 PyTree = Any
 
@@ -416,7 +416,7 @@ def _make_line_search(search: Callable, initial_step: str) -> optax.GradientTran
         alpha0 = _initial_step(initial_step, state, params, direction, value, slope)
 
         def evaluate(alpha):
-            f, g = value_and_grad(tree_add_scaled(params, alpha, direction))
+            f, g = value_and_grad(optax.apply_updates(params, _step(alpha, direction)))
             return f, tree_vdot(g, direction), g
 
         step, new_value, new_grad, status, trials = search(evaluate, value, slope, grad, alpha0)
@@ -429,9 +429,24 @@ def _make_line_search(search: Callable, initial_step: str) -> optax.GradientTran
             reset=~descent,
             work=state.record.work.add(nfev=trials + (0 if given else 1)))
         new_state = LineSearchState(record=record, num_trials=trials, status=status)
-        return tree_scale(step, direction), new_state
+        return _step(step, direction), new_state
 
     return optax.GradientTransformationExtraArgs(_init_state, update)
+
+
+def _step(alpha: jax.Array, direction: PyTree) -> PyTree:
+    """``α·d`` rounded to its dtype before anything adds it to ``x``.
+
+    The search evaluates ``f`` at ``x + α·d`` and the loop moves to
+    ``optax.apply_updates(x, α·d)``; a compiler may contract the search's multiply and add
+    into one fused multiply-add (XLA:CPU does, even across an optimization barrier), which
+    rounds once instead of twice, and the reported ``f`` would not be ``f`` at the returned
+    ``x`` — by far where ``x + α·d`` cancels. The select (the identity, NaN kept) stands
+    between the multiply and the add, so both sides add the same rounded product.
+    """
+    return jax.tree.map(lambda u: jnp.where(u == u, u, jnp.nan).astype(u.dtype),
+                        tree_scale(alpha, direction))
+
 
 
 def scale_by_strong_wolfe(

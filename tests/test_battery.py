@@ -56,7 +56,12 @@ def test_jit_and_vmap_over_x0_and_tolerance_equal_separate_runs(method):
         starts, tols)
     for i in range(3):
         one = jopt.minimize(rosen, starts[i], method=method, tol=float(tols[i]))
-        assert int(batched.nit[i]) == int(one.nit)
+        # A batched program is compiled differently from the eager one (fusion, fused
+        # multiply-adds where the CPU has them), so the two agree to rounding, not bit for
+        # bit; nonlinear CG on Rosenbrock turns last-bit differences into other iteration
+        # counts (92 vs 112 on some CPUs), the quasi-Newton and Newton methods do not.
+        if method != "cg":
+            assert int(batched.nit[i]) == int(one.nit)
         assert int(batched.status[i]) == int(one.status)
         np.testing.assert_allclose(batched.x[i], one.x, rtol=1e-6, atol=1e-8)
         assert float(jnp.max(jnp.abs(batched.jac[i]))) <= float(tols[i])

@@ -242,3 +242,29 @@ def test_jit_over_a_concrete_nan_tolerance_is_never_success():
 def test_minimize_many_names_args_that_do_not_fit():
     with pytest.raises(TypeError, match=r"`x0s` and `args`.*float64\[4\]"):
         jopt.minimize_many(lambda x, c: jnp.sum(x * c), jnp.zeros((2, 3)), (jnp.ones(4),))
+
+
+def test_a_custom_vjp_objective_with_a_newton_method_says_what_to_do():
+    @jax.custom_vjp
+    def square(x):
+        return jnp.sum(x ** 2)
+
+    square.defvjp(lambda x: (square(x), x), lambda x, g: (2 * g * x,))
+    assert bool(jopt.minimize(square, jnp.ones(2), method="lbfgs").success)
+    with pytest.raises(TypeError, match=r"`fun`.*custom_vjp.*custom_jvp"):
+        jopt.minimize(square, jnp.ones(2), method="newton")
+
+
+def _shifted_quadratic(x, c):
+    return jnp.sum((x - c) ** 2) + 7.0
+
+
+@pytest.mark.parametrize("method", ["cg", "lbfgs", "bfgs", "newton-cg"])
+def test_reported_fun_is_f_at_the_returned_x_even_when_the_step_cancels(method):
+    """From x0 = 1e30 one line-search step lands near 1e15: x + α·d cancels, and a fused
+    multiply-add in the search (one rounding) against the loop's x + (α·d) (two) gave
+    different points, fun = 1.77e30 reported for an x where f is 1.60e30 (found by the
+    fuzz test)."""
+    res = jopt.minimize(_shifted_quadratic, jnp.asarray(1e30), (1.0,), method=method,
+                        tol=1e30, ftol=1e-12, xtol=1e-9, maxiter=7)
+    assert float(res.fun) == float(_shifted_quadratic(res.x, 1.0))

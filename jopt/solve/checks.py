@@ -124,6 +124,12 @@ def objective_errors(fun: Callable, x: Any, args: tuple, name: str = "x0") -> It
     try:
         yield
     except (TypeError, ValueError) as err:
+        if "custom_vjp" in str(err):
+            raise TypeError(
+                "`fun` is (or calls) a jax.custom_vjp function, which has no forward-mode "
+                "derivative, and this `method` needs one (Hessian-vector products are "
+                "forward-over-reverse). Define the rule with jax.custom_jvp instead, or use "
+                "a quasi-Newton method (lbfgs, bfgs, cg).") from err
         try:
             jax.eval_shape(fun, x, *args)
         except (TypeError, ValueError) as own:
