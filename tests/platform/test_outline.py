@@ -58,7 +58,12 @@ def _solve(fun, x0, outline: bool, monkeypatch, **kw):
     with monkeypatch.context() as m:
         if not outline:
             m.setattr(xla_cpu, "_outline_enabled", False)
-        return jopt.minimize(lambda x, *a: fun(x, *a), x0, **kw)
+        fresh = lambda x, *a: fun(x, *a)  # noqa: E731
+        _ALIVE.append(fresh)  # (the fast-call store drops a program once its objective dies)
+        return jopt.minimize(fresh, x0, **kw)
+
+
+_ALIVE: list = []
 
 
 def test_small_solve_is_one_function_and_agrees_with_scipy():
@@ -234,7 +239,8 @@ def test_not_outlined_where_the_emitter_cannot_go(monkeypatch):
     assert _outline(False, jnp.zeros(65_536, jnp.float32), rosen, ())  # bytes count
     # verbose printing is a callback: not outlined, and the program keeps the usual options
     assert not _outline(False, x0, rosen, (), 100)
-    jopt.minimize(lambda x: rosen(x), x0, verbose=100)
+    printed = lambda x: rosen(x)  # noqa: E731  (alive while its program is inspected)
+    jopt.minimize(printed, x0, verbose=100)
     run, config = _last_program()
     assert not config.outline
     assert config.profile == "cpu-small"
