@@ -49,6 +49,7 @@ from jopt.linesearch import (
     scale_by_backtracking,
     scale_by_strong_wolfe,
 )
+from jopt.lsq import LeastSquaresResult, LeastSquaresStatus, curve_fit, least_squares
 from jopt.solve import (
     IntermediateResult,
     MinimizeResult,
@@ -114,6 +115,8 @@ __all__ = [
     "JoptWarning",
     "LBFGSState",
     "LanczosResult",
+    "LeastSquaresResult",
+    "LeastSquaresStatus",
     "LineSearchState",
     "LineSearchStatus",
     "MinimizeResult",
@@ -139,6 +142,7 @@ __all__ = [
     "bfgs",
     "cg",
     "compress",
+    "curve_fit",
     "distributed",
     "enable_small_loop_kernels",
     "fit",
@@ -161,6 +165,7 @@ __all__ = [
     "jacobian",
     "lanczos",
     "lbfgs",
+    "least_squares",
     "method_names",
     "minimize",
     "minimize_init",
