@@ -8,8 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import jopt
+from jopt.lsq.losses import robust_cost
 
 METHODS = ["lm", "dogleg", "gauss-newton"]
 LOSSES = ["linear", "soft_l1", "huber", "cauchy", "arctan"]
@@ -181,3 +184,34 @@ def test_curve_fit_batched_over_datasets_and_bad_sigma():
         jopt.curve_fit(_exp_model, x, ys[0], jnp.array([1.0, 1.0]), sigma=jnp.ones(29))
     with pytest.raises(ValueError, match="`p0` must be a 1-D float array"):
         jopt.curve_fit(_exp_model, x, ys[0], jnp.array([[1.0, 1.0]]))
+
+
+# ------------------------------------------------------------- success means verified
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(method=st.sampled_from(METHODS), loss=st.sampled_from(LOSSES),
+       dtype=st.sampled_from([jnp.float32, jnp.float64]),
+       start=st.sampled_from([(1.0, 1.0), (0.0, 0.0), (1e3, -5.0), (jnp.nan, 1.0)]),
+       gtol=st.sampled_from([1e-8, 1e-3, 0.0]), max_nfev=st.sampled_from([1, 5, None]))
+def test_success_means_verified(method, loss, dtype, start, gtol, max_nfev):
+    t, y = _decay_data(outliers=True)
+    t, y = t.astype(dtype), y.astype(dtype)
+    res = jopt.least_squares(decay, jnp.asarray(start, dtype), (t, y), method=method,
+                             loss=loss, gtol=gtol, max_nfev=max_nfev)
+    status = int(res.status)
+    assert status in {int(s) for s in jopt.LeastSquaresStatus if s >= 0}
+    assert bool(res.success) == (1 <= status <= 4)
+    if max_nfev is not None:
+        assert int(res.nfev) <= max_nfev + 1
+    if not bool(res.success):
+        return
+    x = np.asarray(res.x)
+    assert np.all(np.isfinite(x)) and np.isfinite(float(res.cost))
+    eps = float(jnp.finfo(dtype).eps)
+    cost = float(robust_cost(loss, decay(res.x, t, y), jnp.asarray(1.0, dtype)))
+    assert abs(float(res.cost) - cost) <= 16 * eps * max(cost, 1e-30) + 1e-30
+    if status == jopt.LeastSquaresStatus.GTOL:
+        grad = jax.grad(lambda b: robust_cost(loss, decay(b, t, y), jnp.asarray(1.0, dtype)))(
+            res.x)
+        assert float(jnp.max(jnp.abs(grad))) <= gtol + 64 * eps * 100
