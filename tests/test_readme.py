@@ -20,3 +20,5 @@ def test_readme_python_blocks_run():
     assert float(namespace["loss"](namespace["params"], namespace["X"], namespace["y"])) < 1e-2
     assert bool(namespace["res"].success)
     assert np.all(np.isfinite(np.asarray(namespace["dw_dlam"])))
+    np.testing.assert_allclose(namespace["popt"], [3.0, 0.7], rtol=0.05)
+    assert bool(namespace["fit"].success)
