@@ -215,3 +215,49 @@ def test_success_means_verified(method, loss, dtype, start, gtol, max_nfev):
         grad = jax.grad(lambda b: robust_cost(loss, decay(b, t, y), jnp.asarray(1.0, dtype)))(
             res.x)
         assert float(jnp.max(jnp.abs(grad))) <= gtol + 64 * eps * 100
+
+
+# ------------------------------------------------------------------ matrix-free path
+
+
+@pytest.mark.parametrize("loss", ["linear", "cauchy"])
+def test_matrix_free_agrees_with_the_dense_solver(loss):
+    t, y = _decay_data(outliers=loss != "linear")
+    free = jopt.least_squares(decay, jnp.ones(2), (t, y), loss=loss, f_scale=0.1,
+                              tr_solver="cg", ftol=1e-12, xtol=1e-12, gtol=1e-12)
+    dense = jopt.least_squares(decay, jnp.ones(2), (t, y), loss=loss, f_scale=0.1,
+                               ftol=1e-12, xtol=1e-12, gtol=1e-12)
+    assert bool(free.success) and free.jac is None
+    np.testing.assert_allclose(free.x, dense.x, rtol=1e-7)
+    np.testing.assert_allclose(free.grad, dense.grad, atol=1e-8)
+
+
+def _cubic_regression(x, a, y):
+    z = a @ x
+    return z + 0.1 * z ** 3 - y
+
+
+def test_a_large_problem_is_solved_without_forming_its_jacobian():
+    """3,000 residuals × 1,500 parameters: 4.5 million Jacobian entries, above the
+    threshold, so the matrix-free solver is chosen; noise-free data are fitted exactly."""
+    m, n = 3000, 1500
+    key_a, key_x = jax.random.split(jax.random.key(0))
+    a = jax.random.normal(key_a, (m, n)) / jnp.sqrt(n)
+    x_true = jax.random.normal(key_x, (n,))
+    z = a @ x_true
+    y = z + 0.1 * z ** 3
+    res = jopt.least_squares(_cubic_regression, jnp.zeros(n), (a, y), gtol=1e-10)
+    assert bool(res.success), res.message
+    assert res.jac is None
+    np.testing.assert_allclose(res.x, x_true, atol=1e-6)
+    assert int(res.njev) < 30
+
+
+def test_matrix_free_options_are_checked():
+    t, y = _decay_data()
+    with pytest.raises(ValueError, match=r"`tr_solver='cg'`.*'lm' only"):
+        jopt.least_squares(decay, jnp.ones(2), (t, y), method="dogleg", tr_solver="cg")
+    with pytest.raises(ValueError, match="`return_jac=True`"):
+        jopt.least_squares(decay, jnp.ones(2), (t, y), tr_solver="cg", return_jac=True)
+    with pytest.raises(ValueError, match="`tr_solver` must be"):
+        jopt.least_squares(decay, jnp.ones(2), (t, y), tr_solver="lsmr")

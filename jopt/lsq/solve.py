@@ -44,6 +44,7 @@ from jopt import _platform as platform
 from jopt._checks import check_float_tree
 from jopt.implicit import implicit_solution
 from jopt.lsq import losses
+from jopt.lsq.matrix_free import solve_matrix_free
 from jopt.lsq.subproblem import (
     Model,
     decompose,
@@ -132,6 +133,7 @@ class _Config(NamedTuple):
     max_nfev: int
     return_jac: bool
     x_def: Any  # how the flat x unravels (a pytree of shapes)
+    tr_solver: str = "exact"  # "exact" (the Jacobian's SVD) or "cg" (matrix-free)
 
 
 class _State(NamedTuple):
@@ -295,15 +297,36 @@ def _body(config: _Config, args: tuple, f_scale: jax.Array, tols: tuple) -> Call
     return body
 
 
+class _Out(NamedTuple):
+    """What a solve returns (flat arrays)."""
+
+    x: jax.Array
+    r: jax.Array
+    cost: jax.Array
+    grad: jax.Array
+    nfev: jax.Array
+    njev: jax.Array
+    nit: jax.Array
+    status: jax.Array
+    jac: jax.Array | None
+
+
 def _program(config: _Config, x0: jax.Array, args: tuple, f_scale: jax.Array,
-             x_scale: jax.Array, ftol: jax.Array, xtol: jax.Array, gtol: jax.Array
-             ) -> tuple[_State, jax.Array]:
-    """The whole solve; returns the final state and ``∇C = J̃ᵀr̃`` there."""
+             x_scale: jax.Array, ftol: jax.Array, xtol: jax.Array, gtol: jax.Array) -> _Out:
+    """The whole solve: the dense loop, or the matrix-free one."""
+    if config.tr_solver == "cg":
+        codes = {status.name: int(status) for status in LeastSquaresStatus}
+        out = solve_matrix_free(_residual_fn(config, args), config.loss, config.max_nfev, x0,
+                                f_scale, x_scale, ftol, xtol, gtol, codes)
+        return _Out(out.x, out.r, out.cost, out.grad, out.nfev, out.njev, out.nit,
+                    out.status, None)
     tols = (ftol, xtol, gtol)
     state = _init(config, x0, args, f_scale, x_scale, tols)
     state = jax.lax.while_loop(lambda s: s.status < 0, _body(config, args, f_scale, tols),
                                state)
-    return state, state.jac.T @ losses.rescaled_residuals(config.loss, state.r, f_scale)
+    grad = state.jac.T @ losses.rescaled_residuals(config.loss, state.r, f_scale)
+    return _Out(state.x, state.r, state.cost, grad, state.nfev, state.njev, state.nit,
+                state.status, state.jac if config.return_jac else None)
 
 
 # ----------------------------------------------------------------------- the entry point
@@ -323,6 +346,24 @@ def _check_loss(loss: Any) -> str:
     if not isinstance(loss, str) or loss not in losses.LOSSES:
         raise ValueError(f"Unknown `loss` {loss!r}: choose one of {list(losses.LOSSES)}.")
     return loss
+
+
+_MATRIX_FREE_ABOVE = 4_000_000  # Jacobian entries (32 MB in float64)
+
+
+def _check_tr_solver(tr_solver: Any, entries: int, method: str, return_jac: bool) -> str:
+    """The step solver: ``"exact"`` or ``"cg"`` (chosen by size when ``None``)."""
+    if tr_solver is None:
+        tr_solver = "cg" if entries > _MATRIX_FREE_ABOVE and method == "lm" else "exact"
+    if tr_solver not in ("exact", "cg"):
+        raise ValueError(f"`tr_solver` must be 'exact', 'cg' or None, got {tr_solver!r}.")
+    if tr_solver == "cg" and method != "lm":
+        raise ValueError(f"`tr_solver='cg'` (matrix-free) runs method 'lm' only, got "
+                         f"`method={method!r}`.")
+    if tr_solver == "cg" and return_jac:
+        raise ValueError("`return_jac=True` needs the Jacobian, which `tr_solver='cg'` never "
+                         "forms.")
+    return tr_solver
 
 
 def _check_positive(name: str, value: Any) -> None:
@@ -359,6 +400,7 @@ def least_squares(
     max_nfev: int | None = None,
     return_jac: bool = False,
     implicit_diff: bool = True,
+    tr_solver: str | None = None,
 ) -> LeastSquaresResult:
     """Minimize ``½ Σ c²·ρ((rᵢ(x, *args)/c)²)`` over a pytree ``x`` from ``x0``.
 
@@ -380,6 +422,10 @@ def least_squares(
       return_jac: also return the Jacobian at the solution.
       implicit_diff: make ``x`` differentiable with respect to ``args`` by the implicit
         function theorem (:func:`jopt.implicit_solution` on the cost).
+      tr_solver: ``"exact"`` (form the ``m × n`` Jacobian and decompose it) or ``"cg"``
+        (never form it: Steihaug CG on Jacobian products, memory ``O(m + n)``, method
+        ``"lm"`` only, :mod:`jopt.lsq.matrix_free`); default ``"cg"`` when the Jacobian
+        would hold more than 4 million entries, else ``"exact"``.
 
     Returns:
       A :class:`LeastSquaresResult`.
@@ -421,14 +467,14 @@ def least_squares(
     leaves, treedef = jax.tree.flatten(x0)
     x_def = (treedef, tuple(leaf.shape for leaf in leaves),
              tuple(np.dtype(leaf.dtype) for leaf in leaves))
+    tr_solver = _check_tr_solver(tr_solver, m * flat.size, method, return_jac)
     config = _Config(platform.weakly(residuals), method, loss, auto,
-                     max_nfev or 100 * max(flat.size, 1), bool(return_jac), x_def)
+                     max_nfev or 100 * max(flat.size, 1), bool(return_jac), x_def, tr_solver)
     nested = checks.traced((x0, args, f_scale, ftol, xtol, gtol))
     fixed = jax.lax.stop_gradient(args) if nested else args
     tols = tuple(checks.strong(t, dtype) for t in (ftol, xtol, gtol))
-    state, grad = _compiled()(config, flat, fixed, checks.strong(f_scale, dtype), x_scale,
-                              *tols)
-    del m
+    state = _compiled()(config, flat, fixed, checks.strong(f_scale, dtype), x_scale, *tols)
+    grad = state.grad
     x = unravel(state.x)
     if implicit_diff and nested and jax.tree.leaves(args):
         x = implicit_solution(functools.partial(_cost, residuals, loss, f_scale), x, args)
@@ -438,8 +484,7 @@ def least_squares(
     return LeastSquaresResult(
         x=x, cost=state.cost, fun=fun, grad=unravel(grad),
         optimality=jnp.max(jnp.abs(grad), initial=0.0), nfev=state.nfev, njev=state.njev,
-        nit=state.nit, status=state.status, success=success,
-        jac=state.jac if return_jac else None)
+        nit=state.nit, status=state.status, success=success, jac=state.jac)
 
 
 def _cost(residuals: Callable, loss: str, f_scale: Any, x: PyTree, *args: Any) -> jax.Array:
