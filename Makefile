@@ -53,9 +53,10 @@ demo: $(VENV)/.demo-deps
 demo-quick: $(VENV)/.demo-deps
 	MPLBACKEND=Agg $(PY) examples/tour.py --quick
 
-# Every example in quick mode (make test runs them too, through tests/test_examples.py).
-examples: $(VENV)/.demo-deps
-	@for f in examples/*.py; do echo "== $$f"; MPLBACKEND=Agg $(PY) $$f --quick || exit 1; done
+# Every example in quick mode, each in a fresh process (examples/test_examples.py); CI
+# runs it, and the tour as make demo-quick.
+examples: $(VENV)/.test-deps
+	$(PY) -m pytest -q -n 2 -p no:cacheprovider examples/test_examples.py
 
 # The documentation site (Sphinx + MyST + furo), warnings as errors, into docs/_build/html.
 docs: $(VENV)/.docs-deps

@@ -1,4 +1,5 @@
-"""Every example runs in its quick mode and exits 0.
+"""Every example runs in its quick mode and exits 0 (`make examples`, run by CI; the
+examples are not part of `make test`, whose budget is the library's tests).
 
 Each ``examples/<name>.py`` runs as ``python examples/<name>.py --quick`` in a fresh
 process (a fresh JAX: several examples set ``jax_enable_x64`` at import) from a temporary
@@ -43,7 +44,7 @@ def _order(path: Path) -> tuple[bool, int, str]:
 # The tour (`make demo`) runs every other example's code again: CI runs it on its own
 # (`make demo-quick` in .ci/run), outside `make test`'s time budget.
 SCRIPTS = sorted((p for p in EXAMPLES.glob("*.py")
-                  if not p.name.startswith("_") and p.stem != LAST), key=_order)
+                  if not p.name.startswith(("_", "test_")) and p.stem != LAST), key=_order)
 
 
 @pytest.fixture(scope="session")
