@@ -22,6 +22,7 @@ tests/test_fuzz.py``.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from typing import Any, NamedTuple
@@ -191,7 +192,7 @@ def _must_refuse(call: dict) -> bool:
     """Whether the drawn corruption is one jopt can always see: a count, a concrete
     tolerance, an integer ``x0`` or an objective that is not scalar."""
     name = call.get("corrupted")
-    traced = call["traced_tol"] and call["wrap"] != "eager" and call["api"] != "many"
+    traced = _tolerances_traced(call)
     if name in ("maxiter", "maxfev", "dtype"):
         return True
     if name in ("tol", "ftol", "xtol"):
@@ -240,19 +241,45 @@ def _solve(call: dict) -> tuple[Any, bool]:
         x0s = jax.tree.map(lambda a: jnp.stack([a, (a * 0.5).astype(a.dtype)]), x0)
         return jopt.minimize_many(problem.fun, x0s, args=args, **tols, **options), True
 
-    traced = call["traced_tol"] and call["wrap"] != "eager"
-
-    def solve(x0: Any, traced_tols: dict) -> Any:  # (untraced tolerances: Python floats)
-        return jopt.minimize(problem.fun, x0, args, method=call["api"],
-                             **(traced_tols if traced else tols), **options)
-
-    traced_tols = {k: jnp.asarray(v) for k, v in tols.items()} if traced else {}
+    traced = _tolerances_traced(call)
+    options = tuple(options.items())
     if call["wrap"] == "jit":
-        return jax.jit(solve)(x0, traced_tols), False
+        traced_tols = {k: jnp.asarray(v) for k, v in tols.items()} if traced else {}
+        solve = _jitted(call["problem"], call["api"], options,
+                        None if traced else tuple(tols.items()))
+        return solve(x0, args, traced_tols), False
+    solve = _solver(call["problem"], call["api"], options)
     if call["wrap"] == "vmap":
+        traced_tols = {k: jnp.asarray(v) for k, v in tols.items()} if traced else tols
         x0s = jax.tree.map(lambda a: jnp.stack([a, jnp.full_like(a, jnp.nan)]), x0)
-        return jax.vmap(solve, in_axes=(0, None))(x0s, traced_tols), True
-    return solve(x0, {}), False
+        return jax.vmap(lambda x: solve(x, args, traced_tols))(x0s), True
+    return solve(x0, args, tols), False
+
+
+def _tolerances_traced(call: dict) -> bool:
+    """Tolerances are traced (jit arguments) when drawn so — and always under a wrapping in
+    a long run, whose jitted programs must repeat to be reused."""
+    return ((call["traced_tol"] or POOL_SIZE > 0) and call["wrap"] != "eager"
+            and call["api"] != "many")
+
+
+def _solver(problem: str, api: str, options: tuple) -> Any:
+    fun, opts = PROBLEMS[problem].fun, dict(options)
+
+    def solve(x0: Any, args: tuple, tols: dict) -> Any:
+        return jopt.minimize(fun, x0, args, method=api, **tols, **opts)
+
+    return solve
+
+
+@functools.cache
+def _jitted(problem: str, api: str, options: tuple, untraced: tuple | None) -> Any:
+    """One jitted solve per static configuration (a fresh ``jax.jit`` per draw would
+    recompile every time); untraced tolerances are part of the configuration."""
+    solve = _solver(problem, api, options)
+    if untraced is None:
+        return jax.jit(solve)
+    return jax.jit(lambda x0, args, _: solve(x0, args, dict(untraced)))
 
 
 @pytest.fixture(autouse=True, scope="module")
