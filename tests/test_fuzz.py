@@ -15,7 +15,7 @@ end in one of two ways:
   gradient's ∞-norm at ``x`` is at most ``tol`` (to rounding), or, for SMALL_CHANGE, an
   ``ftol``/``xtol`` test was switched on.
 
-``make test`` runs a bounded budget (``JOPT_FUZZ_EXAMPLES``, default 20, drawn
+``make test`` runs a bounded budget (``JOPT_FUZZ_EXAMPLES``, default 12, drawn
 deterministically); the long run is ``JOPT_FUZZ_EXAMPLES=20000 python -m pytest
 tests/test_fuzz.py``.
 """
@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 import jopt
 from jopt._platform import programs
 
-EXAMPLES = int(os.environ.get("JOPT_FUZZ_EXAMPLES", "20"))
+EXAMPLES = int(os.environ.get("JOPT_FUZZ_EXAMPLES", "12"))
 ARGUMENTS = {"fun", "x0", "x0s", "args", "args_axes", "method", "tol", "ftol", "xtol",
              "maxiter", "maxfev"}
 KNOWN_STATUS = {int(s) for s in jopt.Status if s >= 0}
