@@ -371,9 +371,9 @@ def _check_positive(name: str, value: Any) -> None:
         raise ValueError(f"`{name}` must be > 0 (every entry), got {value!r}.")
 
 
-def _check_residuals(residuals: Callable, x0: PyTree, args: tuple) -> int:
-    """The number of residuals; a TypeError naming ``residuals`` unless it returns float
-    arrays."""
+def _check_residuals(residuals: Callable, x0: PyTree, args: tuple) -> PyTree:
+    """The residuals' shapes (``jax.ShapeDtypeStruct`` leaves); a TypeError naming
+    ``residuals`` unless it returns float arrays."""
     if not callable(residuals):
         raise TypeError(f"`residuals` must be a function `(x, *args) -> residual array(s)`, "
                         f"got {type(residuals).__name__}.")
@@ -382,7 +382,7 @@ def _check_residuals(residuals: Callable, x0: PyTree, args: tuple) -> int:
     leaves = jax.tree.leaves(out)
     if not leaves or not all(jnp.issubdtype(leaf.dtype, jnp.floating) for leaf in leaves):
         raise TypeError(f"`residuals` must return floating-point array(s), got {out}.")
-    return sum(int(np.prod(leaf.shape)) for leaf in leaves)
+    return out
 
 
 def least_squares(
@@ -455,7 +455,8 @@ def least_squares(
     x0 = jax.tree.map(checks.strong, x0)
     flat, unravel = ravel_pytree(x0)
     dtype = flat.dtype
-    m = _check_residuals(residuals, x0, args)
+    out_shape = _check_residuals(residuals, x0, args)
+    m = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(out_shape))
     auto = isinstance(x_scale, str)
     if auto and x_scale != "jac":
         raise ValueError(f"`x_scale` must be 'jac', a number or an array, got {x_scale!r}.")
@@ -478,8 +479,7 @@ def least_squares(
     x = unravel(state.x)
     if implicit_diff and nested and jax.tree.leaves(args):
         x = implicit_solution(functools.partial(_cost, residuals, loss, f_scale), x, args)
-    fun = residuals(x, *args) if nested else _unflatten_residuals(residuals, x0, args,
-                                                                  state.r)
+    fun = residuals(x, *args) if nested else _unflatten_residuals(out_shape, state.r)
     success = (state.status >= 1) & (state.status <= 4)
     return LeastSquaresResult(
         x=x, cost=state.cost, fun=fun, grad=unravel(grad),
@@ -492,12 +492,14 @@ def _cost(residuals: Callable, loss: str, f_scale: Any, x: PyTree, *args: Any) -
     return losses.robust_cost(loss, r, jax.lax.stop_gradient(f_scale))
 
 
-def _unflatten_residuals(residuals: Callable, x0: PyTree, args: tuple, r: jax.Array
-                         ) -> PyTree:
-    """The flat residuals in the residual function's own structure."""
-    shape = jax.eval_shape(residuals, x0, *args)
-    _, unravel = ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape))
-    return unravel(r)
+def _unflatten_residuals(shape: PyTree, r: jax.Array) -> PyTree:
+    """The flat residuals in the residual function's own structure (``shape``: its
+    ``jax.eval_shape``)."""
+    leaves, treedef = jax.tree.flatten(shape)
+    offsets = np.cumsum([0, *(int(np.prod(leaf.shape)) for leaf in leaves)])
+    return jax.tree.unflatten(treedef, [
+        r[offsets[i]:offsets[i + 1]].reshape(leaf.shape).astype(leaf.dtype)
+        for i, leaf in enumerate(leaves)])
 
 
 @functools.cache
