@@ -22,6 +22,7 @@ import optax
 
 from jopt import _platform as platform
 from jopt._checks import check_float_tree
+from jopt.box import active_set, clip
 from jopt.implicit import implicit_solution, implicit_value
 from jopt.solve import checks
 from jopt.solve.closures import note_closure
@@ -35,7 +36,7 @@ from jopt.solve.loop import (
     init_state,
     result,
 )
-from jopt.solve.registry import resolve_method
+from jopt.solve.registry import check_bounded_method, resolve_method
 from jopt.solve.status import MinimizeResult
 
 PyTree = Any
@@ -56,22 +57,33 @@ class Prepared(NamedTuple):
     dtype: np.dtype
     nested: bool  # inside a caller's trace
     args: tuple  # stop_gradient'ed when traced (the implicit rule carries derivatives)
+    box: tuple | None = None  # (lower, upper) like x, or None
+
+    @property
+    def loop_args(self) -> tuple:
+        """The loop's arguments: the box first when bounded (see ``split_bounds``)."""
+        return self.args if self.box is None else (self.box, *self.args)
 
 
 def _prepare(fun: Callable, x: PyTree, method: Method, args: tuple, *, name: str = "x0",
              verbose: int = 0, batched: bool = False, tolerances: tuple = (),
-             options: dict[str, Any] | None = None) -> Prepared:
+             options: dict[str, Any] | None = None, bounds: Any = None) -> Prepared:
     tx = resolve_method(method, options)
     check_float_tree(name, x)
     # (a traced tolerance counts too: its value is unknown here, so nothing is outlined)
-    nested = checks.traced((x, args, tolerances))
+    nested = checks.traced((x, args, tolerances, bounds))
     x = jax.tree.map(checks.strong, x)
     dtype = np.result_type(*(leaf.dtype for leaf in jax.tree.leaves(x)))
+    box = checks.box(bounds, x)
+    if box is not None:
+        check_bounded_method(method)
+        box = jax.lax.stop_gradient(box) if nested else box
+        x = clip(x, *box)  # (scipy projects x0 onto the box too)
     the_plan = platform.plan(fun, x, args, nested=nested, batched=batched, verbose=verbose)
     # Concrete args carry no derivative: stop_gradient (an eager op per call) only matters
     # when traced.
     fixed = jax.lax.stop_gradient(args) if nested else args
-    return Prepared(tx, the_plan, x, np.dtype(dtype), nested, fixed)
+    return Prepared(tx, the_plan, x, np.dtype(dtype), nested, fixed, box)
 
 
 def _frozen(options: dict[str, Any] | None) -> Any:
@@ -229,6 +241,7 @@ def minimize(
     args: tuple = (),
     *,
     method: Method = "lbfgs",
+    bounds: Any = None,
     tol: float | jax.Array = 1e-6,
     ftol: float | jax.Array = 0.0,
     xtol: float | jax.Array = 0.0,
@@ -252,8 +265,16 @@ def minimize(
       method: a registered name — ``"lbfgs"`` (default), ``"bfgs"``, ``"cg"``,
         ``"newton-cg"``, ``"trust-ncg"``, ``"newton"`` — or any optax/jopt transform (it
         receives ``value``, ``grad``, ``value_fn`` and ``value_and_grad_fn``; see the step
-        protocol, :mod:`jopt.step`).
-      tol: stop when ``‖∇f‖∞ <= tol``.
+        protocol, :mod:`jopt.step`). With ``bounds``: ``"l-bfgs-b"`` (scipy's
+        ``"L-BFGS-B"``), ``"trust-region-newton"``, or a transform without a step record
+        (any optax one: each step is projected onto the box).
+      bounds: the box ``lower <= x <= upper``: a tuple ``(lower, upper)``, each ``None``,
+        a number, an array or a pytree like ``x0`` (``±inf`` for a missing bound); or
+        scipy's ``Bounds`` / list of ``(min, max)`` pairs for a 1-D ``x0``. ``x0`` is
+        projected onto the box. Bounds are traced (``jit``/``vmap`` over them do not
+        recompile) and the result's ``active_mask`` marks the entries on a bound.
+      tol: stop when ``‖∇f‖∞ <= tol`` (with bounds, the projected gradient's
+        ``‖P(x − ∇f) − x‖∞ <= tol``, scipy's L-BFGS-B test).
       ftol: stop when ``|f_k - f_{k+1}| <= ftol·max(|f_k|, |f_{k+1}|, 1)`` (0: off).
       xtol: stop when ``‖x_{k+1} - x_k‖∞ <= xtol·(xtol + ‖x_k‖∞)`` (0: off). A concrete
         0 compiles the test out; any other value (or a traced one) shares one program.
@@ -305,7 +326,8 @@ def minimize(
     """
     settings = (maxiter, maxfev, history, history_size, verbose,
                 platform.weakly(callback), callback_every)
-    key = _fast_key(fun, x0, (method, _frozen(options)), args, (tol, ftol, xtol), settings)
+    key = None if bounds is not None else _fast_key(
+        fun, x0, (method, _frozen(options)), args, (tol, ftol, xtol), settings)
     hit = _FAST.get(key) if key is not None else None
     if hit is not None:  # checked before with the same static inputs: call directly
         program, the_plan, dtype = hit
@@ -321,20 +343,23 @@ def minimize(
     checks.check_verbose(verbose)
     checks.check_callback(callback, callback_every)
     prep = _prepare(fun, x0, method, args, verbose=verbose or callback is not None,
-                    tolerances=(tol, ftol, xtol), options=options)
+                    tolerances=(tol, ftol, xtol), options=options, bounds=bounds)
     if not prep.nested:
         note_closure(fun, x0)
     config = LoopConfig(platform.weakly(fun), maxiter, maxfev, verbose, checks.test_on(ftol),
                         checks.test_on(xtol), history_size=checks.history_length(
                             history, history_size, maxiter),
-                        callback=platform.weakly(callback), callback_every=callback_every)
+                        callback=platform.weakly(callback), callback_every=callback_every,
+                        bounded=prep.box is not None)
     tol, ftol, xtol = (_tolerance(t, prep.dtype, prep.nested) for t in (tol, ftol, xtol))
     no_limit = np.asarray(NO_LIMIT, np.int32) if prep.nested else _no_limit()
     ran, out = _run(
         _minimize_program, 3, lambda p: (config._replace(split=p.split), p, prep.tx),
-        prep.plan, (prep.x, prep.args, tol, ftol, xtol, no_limit), fun=fun, x=prep.x,
+        prep.plan, (prep.x, prep.loop_args, tol, ftol, xtol, no_limit), fun=fun, x=prep.x,
         args=args)
     res = _unpack(ran, *out)
+    if prep.box is not None:
+        res = res._replace(active_mask=active_set(res.x, *prep.box))
     if key is not None and ran == prep.plan:  # (not a fallback, e.g. inside a caller's jit)
         program = platform.compiled(_minimize_program, 3, ran.profile).program(
             config._replace(split=ran.split), ran, prep.tx)
@@ -342,9 +367,30 @@ def minimize(
     if implicit_diff and prep.nested and jax.tree.leaves(args):
         # d x*/d args by the implicit function theorem (CG on HVPs), d f*/d args by the
         # envelope theorem; nothing is differentiated through the while_loop.
-        res = res._replace(x=implicit_solution(fun, res.x, args),
-                           fun=implicit_value(fun, res.fun, res.x, args))
+        x = (implicit_solution(fun, res.x, args) if prep.box is None
+             else _implicit_on_free(fun, res.x, args, res.active_mask))
+        res = res._replace(x=x, fun=implicit_value(fun, res.fun, res.x, args))
     return res
+
+
+def _held(fun: Callable, z: PyTree, x_star: PyTree, active: PyTree, *args: Any) -> jax.Array:
+    """``fun`` with the active entries held at ``x_star``, plus ``½‖z − x*‖²`` on them: its
+    minimizer is ``x*``, its Hessian is ``fun``'s on the free entries and ``I`` on the
+    active ones."""
+    x = jax.tree.map(lambda a, zi, xi: jnp.where(a, xi, zi), active, z, x_star)
+    pin = sum(jnp.sum(jnp.where(a, (zi - xi) ** 2, 0.0))
+              for a, zi, xi in zip(jax.tree.leaves(active), jax.tree.leaves(z),
+                                   jax.tree.leaves(x_star), strict=True))
+    return fun(x, *args) + 0.5 * pin
+
+
+def _implicit_on_free(fun: Callable, x: PyTree, args: tuple, active: PyTree) -> PyTree:
+    """``x`` carrying ``d x*/d args`` with the active set held fixed: the free entries move
+    by the implicit function theorem on the free variables' stationarity, the active ones
+    stay on their bounds (valid where the active set does not change, i.e. under strict
+    complementarity)."""
+    fixed = jax.lax.stop_gradient((x, active))
+    return implicit_solution(functools.partial(_held, fun), x, (*fixed, *args))
 
 
 def minimize_init(
@@ -353,6 +399,7 @@ def minimize_init(
     args: tuple = (),
     *,
     method: Method = "lbfgs",
+    bounds: Any = None,
     tol: float | jax.Array = 1e-6,
     history: bool = False,
     history_size: int | None = None,
@@ -367,7 +414,8 @@ def minimize_init(
     :func:`minimize_run`; read the answer with :func:`minimize_result`.
 
     Args:
-      fun, x0, args, method, tol, options: as in :func:`minimize`.
+      fun, x0, args, method, bounds, tol, options: as in :func:`minimize` (pass the same
+        ``bounds`` to every :func:`minimize_run`).
       history, history_size: as in :func:`minimize`; ``maxiter`` is used only for the
         default buffer length ``maxiter + 1``.
 
@@ -383,12 +431,13 @@ def minimize_init(
     checks.check_tolerance("tol", tol, allow_zero=False)
     checks.check_count("maxiter", maxiter)
     checks.check_count("history_size", history_size)
-    prep = _prepare(fun, x0, method, args, tolerances=(tol,), options=options)
+    prep = _prepare(fun, x0, method, args, tolerances=(tol,), options=options, bounds=bounds)
     config = LoopConfig(platform.weakly(fun), maxiter=1, history_size=checks.history_length(
-        history, history_size, maxiter))
+        history, history_size, maxiter), bounded=prep.box is not None)
     _, state = _run(
         _init_program, 3, lambda p: (config._replace(split=p.split), p, prep.tx), prep.plan,
-        (prep.x, prep.args, checks.strong(tol, prep.dtype)), fun=fun, x=prep.x, args=args)
+        (prep.x, prep.loop_args, checks.strong(tol, prep.dtype)), fun=fun, x=prep.x,
+        args=args)
     return state
 
 
@@ -398,6 +447,7 @@ def minimize_run(
     args: tuple = (),
     *,
     method: Method = "lbfgs",
+    bounds: Any = None,
     tol: float | jax.Array = 1e-6,
     ftol: float | jax.Array = 0.0,
     xtol: float | jax.Array = 0.0,
@@ -416,10 +466,10 @@ def minimize_run(
     the same arguments: the state is the loop's whole carry.
 
     Args:
-      fun, args, method, tol, ftol, xtol, maxfev, verbose, options, callback, callback_every:
-        as in :func:`minimize` (``method``, ``options`` and ``fun`` must be those that
-        made ``state``; tolerances may change between segments and act from the next
-        iteration on).
+      fun, args, method, bounds, tol, ftol, xtol, maxfev, verbose, options, callback,
+        callback_every: as in :func:`minimize` (``method``, ``options``, ``bounds`` and
+        ``fun`` must be those that made ``state``; tolerances may change between
+        segments and act from the next iteration on).
       state: a :class:`SolverState` from :func:`minimize_init` or :func:`minimize_run`.
       maxiter: limit on the *total* iteration count ``state.nit`` (a state already at the
         limit ends with ``MAXITER`` without iterating).
@@ -440,28 +490,34 @@ def minimize_run(
     state = jax.tree.map(checks.strong, state)
     prep = _prepare(fun, state.x, method, args, name="state.x",
                     verbose=verbose or callback is not None,
-                    tolerances=(tol, ftol, xtol, state), options=options)
+                    tolerances=(tol, ftol, xtol, state), options=options, bounds=bounds)
     tol, ftol, xtol = (checks.strong(t, prep.dtype) for t in (tol, ftol, xtol))
     steps = np.asarray(NO_LIMIT if num_steps is None else num_steps, np.int32)
     config = LoopConfig(platform.weakly(fun), maxiter, maxfev, verbose, checks.test_on(ftol),
                         checks.test_on(xtol), callback=platform.weakly(callback),
-                        callback_every=callback_every)
+                        callback_every=callback_every, bounded=prep.box is not None)
     _, state = _run(
         _segment_program, 3, lambda p: (config._replace(split=p.split), p, prep.tx),
-        prep.plan, (state, prep.args, tol, ftol, xtol, steps), fun=fun, x=prep.x, args=args,
-        name="state.x")
+        prep.plan, (state, prep.loop_args, tol, ftol, xtol, steps), fun=fun, x=prep.x,
+        args=args, name="state.x")
     return state
 
 
-def minimize_result(state: SolverState) -> MinimizeResult:
-    """The :class:`MinimizeResult` for ``state`` (batched states give a batched result).
+def minimize_result(state: SolverState, bounds: Any = None) -> MinimizeResult:
+    """The :class:`MinimizeResult` for ``state`` (batched states give a batched result);
+    with the ``bounds`` of the solve, its ``active_mask`` too.
 
     Unlike :func:`minimize`, the result carries no implicit derivative with respect to
     ``args`` (wrap ``x`` with :func:`jopt.implicit_solution` for that).
     """
     if not isinstance(state, SolverState):
         raise TypeError(f"`state` must be a jopt.SolverState, got {type(state).__name__}.")
-    return _result_fn(np.ndim(state.nit))(state)
+    res = _result_fn(np.ndim(state.nit))(state)
+    if bounds is None:
+        return res
+    x = jax.tree.map(lambda leaf: leaf[(0,) * np.ndim(state.nit)], state.x)
+    box = checks.box(bounds, x)
+    return res._replace(active_mask=active_set(res.x, *box))
 
 
 @functools.cache

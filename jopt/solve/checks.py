@@ -13,9 +13,9 @@ import numpy as np
 
 from jopt._checks import is_concrete_number
 
-__all__ = ["check_args", "check_callback", "check_count", "check_run_options", "check_tolerance",
-           "check_verbose", "history_length", "objective_errors", "strong", "test_on",
-           "traced"]
+__all__ = ["box", "check_args", "check_callback", "check_count", "check_run_options",
+           "check_tolerance", "check_verbose", "history_length", "objective_errors", "strong",
+           "test_on", "traced"]
 
 
 def check_tolerance(name: str, value: Any, allow_zero: bool) -> None:
@@ -140,3 +140,93 @@ def objective_errors(fun: Callable, x: Any, args: tuple, name: str = "x0") -> It
                 f"leaves {_shapes(x)}, `args` has {len(args)} argument(s) with leaves "
                 f"{_shapes(args)}.") from err
         raise
+
+
+def _bound_leaves(name: str, side: Any, x: Any, fill: float) -> list:
+    """One side of the box as leaves shaped and typed like ``x``'s."""
+    x_leaves, x_def = jax.tree.flatten(x)
+    if side is None or is_concrete_number(side) or (
+            isinstance(side, jax.Array | np.ndarray) and np.ndim(side) == 0
+            and len(x_leaves) != 1):
+        side = jax.tree.unflatten(x_def, [fill if side is None else side] * len(x_leaves))
+    if len(x_leaves) == 1 and x_def == jax.tree.structure(0) and isinstance(side, list | tuple):
+        side = np.asarray([fill if v is None else v for v in side], np.float64)  # (a list)
+    side_leaves, side_def = jax.tree.flatten(side, is_leaf=lambda v: v is None)
+    if side_def != x_def:
+        raise ValueError(f"`bounds`: the {name} bound must be None, a number, or a pytree "
+                         f"with the structure of `x0` ({x_def}), got {side_def}.")
+    out = []
+    for leaf, bound in zip(x_leaves, side_leaves, strict=True):
+        bound = fill if bound is None else bound
+        if not isinstance(bound, jax.Array | np.ndarray | numbers.Real):
+            raise TypeError(f"`bounds`: the {name} bound has a leaf of type "
+                            f"{type(bound).__name__}; use numbers or float arrays.")
+        if not traced(bound) and np.asarray(bound).dtype.kind not in "fiu":
+            raise TypeError(f"`bounds`: the {name} bound must be real numbers, got dtype "
+                            f"{np.asarray(bound).dtype}.")
+        shape = np.shape(leaf)
+        try:
+            np.broadcast_shapes(np.shape(bound), shape)
+            if np.broadcast_shapes(np.shape(bound), shape) != tuple(shape):
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"`bounds`: the {name} bound has shape {np.shape(bound)}, which "
+                             f"does not broadcast to `x0`'s leaf shape {tuple(shape)}.") from None
+        with np.errstate(over="ignore"):
+            value = (jax.numpy.asarray(bound, leaf.dtype) if traced(bound)
+                     else np.asarray(bound, leaf.dtype))
+        out.append(jax.numpy.broadcast_to(value, shape))
+    return out
+
+
+def _pairs(bounds: Any, x: Any) -> tuple[Any, Any]:
+    """scipy's forms: a ``Bounds`` object (``lb``, ``ub``), or a list of ``(min, max)``
+    pairs (``None`` for no bound), one per entry of a 1-D ``x0``."""
+    if hasattr(bounds, "lb") and hasattr(bounds, "ub"):
+        return bounds.lb, bounds.ub
+    leaves = jax.tree.leaves(x)
+    if len(leaves) != 1 or np.ndim(leaves[0]) != 1 or len(bounds) != np.size(leaves[0]):
+        raise ValueError(f"`bounds` as a list is scipy's list of (min, max) pairs, one per "
+                         f"entry of a 1-D `x0` (size {sum(np.size(v) for v in leaves)}), got "
+                         f"{len(bounds)} entries; for pytrees or arrays pass a tuple "
+                         f"`(lower, upper)`.")
+    if not all(isinstance(p, tuple | list) and len(p) == 2 for p in bounds):
+        raise ValueError("`bounds` as a list must hold (min, max) pairs, e.g. "
+                         "[(0, None), (-1, 1)].")
+    lower = np.array([-np.inf if p[0] is None else p[0] for p in bounds], np.float64)
+    upper = np.array([np.inf if p[1] is None else p[1] for p in bounds], np.float64)
+    return lower, upper
+
+
+def box(bounds: Any, x: Any) -> tuple[Any, Any] | None:
+    """``bounds`` as ``(lower, upper)`` pytrees shaped and typed like ``x`` (``None``:
+    unbounded). Accepts ``(lower, upper)`` (each ``None``, a number, an array or a pytree
+    like ``x``), scipy's ``Bounds`` and scipy's list of ``(min, max)`` pairs. Concrete
+    bounds are checked: no NaN, ``lower <= upper`` everywhere."""
+    if bounds is None:
+        return None
+    if isinstance(bounds, list) or (hasattr(bounds, "lb") and hasattr(bounds, "ub")):
+        lower, upper = _pairs(bounds, x)
+    elif isinstance(bounds, tuple) and len(bounds) == 2:
+        lower, upper = bounds
+    else:
+        raise TypeError(f"`bounds` must be a tuple `(lower, upper)` (each None, a number, an "
+                        f"array or a pytree like `x0`), a scipy `Bounds`, or a list of "
+                        f"(min, max) pairs; got {type(bounds).__name__}.")
+    x_def = jax.tree.structure(x)
+    lo = _bound_leaves("lower", lower, x, -np.inf)
+    hi = _bound_leaves("upper", upper, x, np.inf)
+    for i, (a, b) in enumerate(zip(lo, hi, strict=True)):
+        if traced((a, b)):
+            continue
+        a, b = np.asarray(a), np.asarray(b)
+        where = f" (leaf {i})" if len(lo) > 1 else ""
+        if np.isnan(a).any() or np.isnan(b).any():
+            raise ValueError(f"`bounds` contain NaN{where}: use -inf/inf (or None) for a "
+                             f"missing bound.")
+        if (a > b).any():
+            k = int(np.flatnonzero((a > b).ravel())[0])
+            raise ValueError(f"`bounds`: lower > upper{where} at flat index {k} "
+                             f"({a.ravel()[k]} > {b.ravel()[k]}); every lower bound must be "
+                             f"<= its upper bound.")
+    return jax.tree.unflatten(x_def, lo), jax.tree.unflatten(x_def, hi)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from jopt._checks import check_scalar_output
+from jopt.box import clip, projected_gradient
 from jopt.calculus import Objective, value_and_grad_fn
 from jopt.solve.status import MinimizeResult, Status
 from jopt.step import StepStatus, step_record, total_work
@@ -93,6 +94,23 @@ class LoopConfig(NamedTuple):
     history_size: int = 0
     callback: Callable | None = None  # host function of an IntermediateResult
     callback_every: int = 1
+    bounded: bool = False  # args = ((lower, upper), *fun's args)
+
+
+def split_bounds(config: LoopConfig, args: tuple) -> tuple[tuple, tuple]:
+    """``((lower, upper), fun's args)`` of the loop's ``args`` (``(None, None)`` when
+    unbounded): a bounded loop carries its box as the first argument, so the box is traced,
+    batched and sharded like any argument."""
+    if config.bounded:
+        return tuple(args[0]), tuple(args[1:])
+    return (None, None), tuple(args)
+
+
+def stationarity(x: PyTree, g: PyTree, bounds: tuple) -> jax.Array:
+    """``‖∇f‖∞``, or with bounds the projected gradient's ``‖P(x − ∇f) − x‖∞``."""
+    if bounds[0] is None and bounds[1] is None:
+        return tree_inf_norm(g)
+    return tree_inf_norm(projected_gradient(x, g, *bounds))
 
 
 def _value_and_grad(config: LoopConfig, args: tuple, x: PyTree) -> tuple[Objective, Callable]:
@@ -106,12 +124,13 @@ def init_state(config: LoopConfig, tx: optax.GradientTransformationExtraArgs, x0
                args: tuple, tol: Any) -> SolverState:
     """The state before the first iteration: ``f`` and ``∇f`` at ``x0`` (one evaluation),
     the transform initialised, status CONVERGED / NONFINITE / running."""
+    bounds, args = split_bounds(config, args)
     check_scalar_output("fun", lambda x: config.fun(x, *args), x0)
     _, vg = _value_and_grad(config, args, x0)
     dtype = jnp.result_type(*jax.tree.leaves(x0))
     tol = jnp.asarray(tol, dtype)
     f0, g0 = vg(x0)
-    gnorm0 = tree_inf_norm(g0)
+    gnorm0 = stationarity(x0, g0, bounds)
     finite0 = jnp.isfinite(f0) & jnp.isfinite(gnorm0)
     status0 = jnp.where(~finite0, Status.NONFINITE,
                         jnp.where(gnorm0 <= tol, Status.CONVERGED, -1)).astype(jnp.int32)
@@ -170,13 +189,19 @@ def _body(config: LoopConfig, tx: optax.GradientTransformationExtraArgs, args: t
           tol: jax.Array, ftol: jax.Array, xtol: jax.Array) -> Callable:
     """One iteration, ``SolverState -> SolverState``."""
 
+    bounds, args = split_bounds(config, args)
+    box = dict(zip(("lower", "upper"), bounds, strict=True)) if config.bounded else {}
+
     def body(s: SolverState) -> SolverState:
         value_fn, vg = _value_and_grad(config, args, s.x)
         dtype = jnp.result_type(*jax.tree.leaves(s.x))
         updates, opt_state = tx.update(s.g, s.opt_state, s.x, value=s.f, grad=s.g,
-                                       value_fn=value_fn)
+                                       value_fn=value_fn, **box)
         x_new = optax.apply_updates(s.x, updates)
         record = step_record(opt_state)
+        if record is None and config.bounded:  # (a bounded method keeps its own iterates in)
+            x_new = clip(x_new, *bounds)  # projected steps: any transform stays feasible
+            updates = jax.tree.map(jnp.subtract, x_new, s.x)
         nfev = s.nfev
         if record is not None:
             f_new, g_new = record.value, record.grad
@@ -189,7 +214,7 @@ def _body(config: LoopConfig, tx: optax.GradientTransformationExtraArgs, args: t
             nfev = nfev + 1
             failed = at_precision = jnp.zeros([], bool)
         nit = s.nit + 1
-        gnorm = tree_inf_norm(g_new)
+        gnorm = stationarity(x_new, g_new, bounds)
         finite = jnp.isfinite(f_new) & jnp.isfinite(gnorm)
         if record is not None and not config.xtol_on:
             moved = record.step > 0  # (no reduction over the updates needed)
@@ -229,7 +254,7 @@ def _body(config: LoopConfig, tx: optax.GradientTransformationExtraArgs, args: t
         if f_hist.shape[0]:
             idx = jnp.minimum(nit, f_hist.shape[0] - 1)
             f_hist = set_row(f_hist, idx, f_out)
-            g_hist = set_row(g_hist, idx, tree_inf_norm(g_out))
+            g_hist = set_row(g_hist, idx, stationarity(x_out, g_out, bounds))
         if config.verbose:
             jax.lax.cond(
                 (nit % config.verbose == 0) | (status >= 0),

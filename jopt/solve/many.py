@@ -47,10 +47,11 @@ import optax
 
 from jopt import _platform as platform
 from jopt._checks import check_float_tree
+from jopt.box import active_set, clip
 from jopt.solve import checks
 from jopt.solve.api import minimize_result
 from jopt.solve.loop import LoopConfig, SolverState, continue_state, init_state
-from jopt.solve.registry import resolve_method
+from jopt.solve.registry import check_bounded_method, resolve_method
 from jopt.solve.status import MinimizeResult, Status
 
 PyTree = Any
@@ -85,6 +86,7 @@ def minimize_many(
     *,
     method: str | optax.GradientTransformation = "lbfgs",
     args_axes: int | Sequence[int | None] | None = None,
+    bounds: Any = None,
     tol: float | jax.Array = 1e-6,
     ftol: float | jax.Array = 0.0,
     xtol: float | jax.Array = 0.0,
@@ -110,6 +112,8 @@ def minimize_many(
       args_axes: which ``args`` are per-member: ``None`` (all shared, the default), ``0``
         (all batched along a leading axis of the batch size), or a tuple with ``0`` or
         ``None`` per argument.
+      bounds: as in :func:`jopt.minimize`, shared (shaped like one member, or numbers)
+        or per member (shaped like ``x0s``); the result's ``active_mask`` is batched.
       tol, ftol, xtol, maxiter, maxfev, history, history_size: as in
         :func:`jopt.minimize` (scalars shared by every member).
       segment: iterations per compiled segment (>= 1). Smaller segments drop finished
@@ -131,7 +135,7 @@ def minimize_many(
     return _minimize_many(fun, x0s, method=method, args=args, args_axes=args_axes, tol=tol,
                           ftol=ftol, xtol=xtol, maxiter=maxiter, maxfev=maxfev,
                           history=history, history_size=history_size, segment=segment,
-                          bucket_sizes=bucket_sizes, options=options)[0]
+                          bucket_sizes=bucket_sizes, options=options, bounds=bounds)[0]
 
 
 def _minimize_many(
@@ -151,6 +155,7 @@ def _minimize_many(
     segment: int,
     bucket_sizes: Sequence[int] | None,
     options: dict[str, Any] | None = None,
+    bounds: Any = None,
 ) -> tuple[MinimizeResult, ManyStats]:
     """:func:`minimize_many` that also reports its :class:`ManyStats`."""
     check_float_tree("x0s", x0s)
@@ -170,15 +175,21 @@ def _minimize_many(
                         "inside a transformation.")
     tx = resolve_method(method, options)
     x0s = jax.tree.map(checks.strong, x0s)
+    box = checks.box(bounds, x0s)  # (one member's bounds broadcast over the batch)
+    if box is not None:
+        check_bounded_method(method)
+        x0s = clip(x0s, *box)
+        args, axes = (box, *args), (0, *axes)
     dtype = np.result_type(*(leaf.dtype for leaf in jax.tree.leaves(x0s)))
     # The platform's plan for one member, as a batch (never outlined).
     member = jax.tree.map(lambda leaf: leaf[0], x0s)
     member_args = tuple(jax.tree.map(lambda leaf: leaf[0], a) if axis == 0 else a
-                        for a, axis in zip(args, axes, strict=True))
+                        for a, axis in zip(args, axes, strict=True))[box is not None:]
     the_plan = platform.plan(fun, member, member_args, nested=False, batched=True)
     config = LoopConfig(platform.weakly(fun), maxiter, maxfev, 0, checks.test_on(ftol),
                         checks.test_on(xtol), the_plan.split,
-                        checks.history_length(history, history_size, maxiter))
+                        checks.history_length(history, history_size, maxiter),
+                        bounded=box is not None)
     tol, ftol, xtol = (checks.strong(t, dtype) for t in (tol, ftol, xtol))
     init = platform.compiled(_batched_init, 3, the_plan.profile)
     run = platform.compiled(_segment_many, 3, the_plan.profile, donate_argnums=(3,))
@@ -202,7 +213,10 @@ def _minimize_many(
         lane_iterations += bucket * int(np.max(new_nit[active] - nit[active]))
         nit = new_nit
     stats = ManyStats(tuple(used), tuple(active_counts), lane_iterations)
-    return minimize_result(states), stats
+    res = minimize_result(states)
+    if box is not None:
+        res = res._replace(active_mask=active_set(res.x, *box))
+    return res, stats
 
 
 def _batch_size(x0s: PyTree) -> int:

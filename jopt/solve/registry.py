@@ -16,7 +16,8 @@ import optax
 from jopt.transforms.newton import newton, newton_cg, trust_ncg
 from jopt.transforms.quasi_newton import bfgs, lbfgs, nonlinear_cg
 
-__all__ = ["ALIASES", "METHODS", "method_names", "resolve_method"]
+__all__ = ["ALIASES", "BOUNDED", "METHODS", "check_bounded_method", "method_names",
+           "resolve_method"]
 
 Factory = Callable[[], optax.GradientTransformationExtraArgs]
 
@@ -32,6 +33,8 @@ METHODS: dict[str, Factory] = {
 # "Newton-CG", "trust-ncg" are registered names once lower-cased).
 ALIASES: dict[str, str] = {"l-bfgs": "lbfgs", "l_bfgs": "lbfgs", "newton_cg": "newton-cg",
                            "trust_ncg": "trust-ncg"}
+# The registered methods that take `bounds` (they keep their iterates in the box).
+BOUNDED = ("l-bfgs-b", "trust-region-newton")
 # scipy's names for a method's own settings, where jopt's differ.
 _SCIPY_OPTIONS: dict[str, dict[str, str]] = {"lbfgs": {"maxcor": "memory_size"}}
 # scipy options that are arguments of minimize itself in jopt.
@@ -73,6 +76,19 @@ def _method_options(name: str, options: Mapping[str, Any]) -> tuple:
         raise TypeError(f"`options` values must be hashable (numbers, strings, "
                         f"transforms), got {options!r}.") from None
     return tuple(sorted(items.items()))
+
+
+def check_bounded_method(method: Any) -> None:
+    """A ValueError unless ``method`` can run with ``bounds``: a registered bounded method,
+    or a transform (a plain optax one takes projected steps; one with a step record must
+    keep its iterates in the box, as the bounded methods do)."""
+    if not isinstance(method, str):
+        return
+    key = ALIASES.get(method.lower(), method.lower())
+    if key not in BOUNDED:
+        raise ValueError(f"`method` {method!r} does not take `bounds`: use one of "
+                         f"{list(BOUNDED)} (or scipy's 'L-BFGS-B'), or an optax transform "
+                         f"(projected steps).")
 
 
 def resolve_method(method: Any, options: Mapping[str, Any] | None = None,

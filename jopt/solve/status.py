@@ -60,7 +60,10 @@ class MinimizeResult(NamedTuple):
         ``"newton"``). success: ``status`` is CONVERGED or SMALL_CHANGE. status: a
         :class:`Status` code; ``message`` (host only) explains it.
       f_history / gnorm_history: per-iteration ``f`` and ``‖∇f‖∞`` (``history=True``;
-        entry 0 is ``x0``, unused entries are NaN).
+        entry 0 is ``x0``, unused entries are NaN; with bounds, the projected gradient's
+        norm).
+      active_mask: with ``bounds``, booleans like ``x``: the entry is on a bound (else
+        ``None``).
 
     From an eager call the counters may be numpy scalars (read back in one transfer);
     under ``jit`` or ``vmap`` every field is a ``jax.Array``.
@@ -77,6 +80,7 @@ class MinimizeResult(NamedTuple):
     status: jax.Array
     f_history: jax.Array | None = None
     gnorm_history: jax.Array | None = None
+    active_mask: PyTree | None = None
 
     @property
     def message(self) -> Any:
