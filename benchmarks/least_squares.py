@@ -177,6 +177,7 @@ def many_table(num: int = 10_000, scipy_sample: int = 500) -> str:
     fit_all = jax.jit(jax.vmap(lambda y: jopt.curve_fit(model, x, y, b0)[0]))
     t_jopt = _time(fit_all, ys)
     popt = np.asarray(fit_all(ys))
+    t_many = _time(lambda y: jopt.curve_fit_many(model, x, y, b0)[0], ys)
 
     def optx_one(y):
         solver = optx.LevenbergMarquardt(rtol=1e-8, atol=1e-8)
@@ -201,6 +202,8 @@ def many_table(num: int = 10_000, scipy_sample: int = 500) -> str:
         "| contender | time (s) | fits/s | × jopt |",
         "|---|--:|--:|--:|",
         f"| jopt `vmap(curve_fit)` | {t_jopt:.3f} | {num / t_jopt:,.0f} | 1.0 |",
+        f"| jopt `curve_fit_many` (segments) | {t_many:.3f} | {num / t_many:,.0f} | "
+        f"{t_many / t_jopt:.1f} |",
         f"| optimistix `vmap(LevenbergMarquardt)` | {t_optx:.3f} | {num / t_optx:,.0f} | "
         f"{t_optx / t_jopt:.1f} |",
         f"| scipy `curve_fit` in a Python loop ({scipy_sample} timed, scaled) | "

@@ -49,7 +49,14 @@ from jopt.linesearch import (
     scale_by_backtracking,
     scale_by_strong_wolfe,
 )
-from jopt.lsq import LeastSquaresResult, LeastSquaresStatus, curve_fit, least_squares
+from jopt.lsq import (
+    LeastSquaresResult,
+    LeastSquaresStatus,
+    curve_fit,
+    curve_fit_many,
+    least_squares,
+    least_squares_many,
+)
 from jopt.solve import (
     IntermediateResult,
     MinimizeResult,
@@ -143,6 +150,7 @@ __all__ = [
     "cg",
     "compress",
     "curve_fit",
+    "curve_fit_many",
     "distributed",
     "enable_small_loop_kernels",
     "fit",
@@ -166,6 +174,7 @@ __all__ = [
     "lanczos",
     "lbfgs",
     "least_squares",
+    "least_squares_many",
     "method_names",
     "minimize",
     "minimize_init",

@@ -3,7 +3,8 @@ dogleg, Gauss–Newton; robust losses) and :func:`curve_fit` (scipy's meaning, w
 parameters' covariance)."""
 
 from jopt.lsq.fit import covariance, curve_fit
+from jopt.lsq.many import curve_fit_many, least_squares_many
 from jopt.lsq.solve import LeastSquaresResult, LeastSquaresStatus, least_squares
 
 __all__ = ["LeastSquaresResult", "LeastSquaresStatus", "covariance", "curve_fit",
-           "least_squares"]
+           "curve_fit_many", "least_squares", "least_squares_many"]

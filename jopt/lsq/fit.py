@@ -26,14 +26,14 @@ import jax.numpy as jnp
 
 from jopt.lsq.solve import LeastSquaresResult, least_squares
 
-__all__ = ["covariance", "curve_fit"]
+__all__ = ["covariance", "curve_fit", "residuals_of", "weights"]
 
 
 _RESIDUALS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
-def _residuals_of(model: Callable) -> Callable:
+def residuals_of(model: Callable) -> Callable:
     """One residual function per model (held while the model lives), so that repeated
     fits of one model reuse one compiled program."""
 
@@ -69,7 +69,7 @@ def covariance(jac: jax.Array, cost: jax.Array, absolute_sigma: bool = False) ->
     return pcov * (2.0 * cost / (m - n))
 
 
-def _weights(sigma: Any, m: int, dtype: Any) -> tuple[jax.Array | None, jax.Array | None]:
+def weights(sigma: Any, m: int, dtype: Any) -> tuple[jax.Array | None, jax.Array | None]:
     """``(1/σ, None)`` for a 1-D ``sigma``, ``(None, L)`` for a covariance matrix."""
     if sigma is None:
         return None, None
@@ -131,11 +131,11 @@ def curve_fit(
                          f"{p0.shape} and dtype {p0.dtype}.")
     ydata = jnp.ravel(jnp.asarray(ydata, p0.dtype))
     m = ydata.size
-    weight, chol = _weights(sigma, m, p0.dtype)
+    weight, chol = weights(sigma, m, p0.dtype)
     if not callable(model):
         raise TypeError(f"`model` must be a function `f(xdata, *params)`, got "
                         f"{type(model).__name__}.")
-    res = least_squares(_residuals_of(model), p0, (xdata, ydata, weight, chol), method=method,
+    res = least_squares(residuals_of(model), p0, (xdata, ydata, weight, chol), method=method,
                         return_jac=True, **least_squares_options)
     pcov = covariance(res.jac, res.cost, absolute_sigma)
     if full_output:

@@ -62,6 +62,10 @@ __all__ = ["LeastSquaresResult", "LeastSquaresStatus", "least_squares"]
 METHODS = ("lm", "dogleg", "gauss-newton")
 _ALIASES = {"levenberg-marquardt": "lm", "gauss_newton": "gauss-newton", "gn": "gauss-newton"}
 _MAX_HALVINGS = 40  # Gauss-Newton backtracking: 2^-40 of the Gauss-Newton step at most
+# The first trust radius is this factor times ‖D x0‖ (MINPACK's `factor` for LM: the first
+# step is then Gauss-Newton's, and the radius is cut to it).
+_FACTOR = {"lm": 100.0, "dogleg": 1.0, "gauss-newton": 1.0}
+_ACCEPT = 1e-4  # LM takes a step whose ratio of actual to predicted decrease exceeds this
 
 
 class LeastSquaresStatus(enum.IntEnum):
@@ -218,7 +222,8 @@ def _init(config: _Config, x0: jax.Array, args: tuple, f_scale: jax.Array,
     zero = jnp.zeros([], jnp.int32)
     return _State(
         x=x0, r=r, cost=cost, jac=jac, model=model, scale=scale,
-        delta=jnp.where(norm > 0, norm, 1.0).astype(dtype), alpha=jnp.zeros([], dtype),
+        delta=(_FACTOR[config.method] * jnp.where(norm > 0, norm, 1.0)).astype(dtype),
+        alpha=jnp.zeros([], dtype),
         p_gn=gauss_newton_step(model), halvings=zero, nfev=zero + 1, njev=zero + 1,
         nit=zero, status=status.astype(jnp.int32))
 
@@ -232,6 +237,30 @@ def _trial_step(config: _Config, s: _State) -> tuple[jax.Array, jax.Array]:
         return dogleg_step(s.model, s.delta), s.alpha
     factor = 0.5 ** s.halvings.astype(s.x.dtype)
     return factor * s.p_gn, factor
+
+
+def _minpack_radius(s: _State, p: jax.Array, p_norm: jax.Array, alpha: jax.Array,
+                    ratio: jax.Array, actual: jax.Array, cost_new: jax.Array
+                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(Δ, α, accept)`` after a Levenberg–Marquardt trial step, by MINPACK's rules
+    (Moré 1978, §4–§5; ``lmder``): the first radius is cut to the first step's length; a
+    poor step (ratio <= ¼) shrinks ``Δ`` by ``μ ∈ [0.1, 0.5]`` — ½, or the minimizer of
+    the cubic-free interpolation ``½ gᵀp / (gᵀp + actual)`` when the cost rose — of
+    ``min(Δ, 10‖p‖)`` and raises ``α`` by ``1/μ``; a good one (ratio >= ¾), or a
+    Gauss–Newton step inside the region (``α = 0``), sets ``Δ = 2‖p‖`` and halves ``α``.
+    A step is taken when its ratio exceeds 10⁻⁴."""
+    delta = jnp.where(s.nit == 0, jnp.minimum(s.delta, p_norm), s.delta)
+    slope = s.model.g @ p  # gᵀp < 0
+    mu = jnp.where(actual >= 0, 0.5,
+                   0.5 * slope / jnp.where(slope + actual < 0, slope + actual, -1.0))
+    mu = jnp.where((cost_new > 100.0 * s.cost) | ~jnp.isfinite(cost_new) | (mu < 0.1),
+                   0.1, jnp.minimum(mu, 0.5))
+    poor = ratio <= 0.25
+    good = (alpha == 0) | (ratio >= 0.75)
+    new_delta = jnp.where(poor, mu * jnp.minimum(delta, 10.0 * p_norm),
+                          jnp.where(good, 2.0 * p_norm, delta))
+    new_alpha = jnp.where(poor, alpha / mu, jnp.where(good, 0.5 * alpha, alpha))
+    return new_delta, new_alpha, ratio > _ACCEPT
 
 
 def _body(config: _Config, args: tuple, f_scale: jax.Array, tols: tuple) -> Callable:
@@ -254,12 +283,16 @@ def _body(config: _Config, args: tuple, f_scale: jax.Array, tols: tuple) -> Call
         if trust_region:
             ratio = jnp.where(predicted > 0, actual / jnp.where(predicted > 0, predicted, 1.0),
                               jnp.where(actual > 0, 1.0, -1.0))
-            delta = jnp.where(ratio < 0.25, 0.25 * p_norm,
-                              jnp.where((ratio > 0.75) & (p_norm >= 0.95 * s.delta),
-                                        2.0 * s.delta, s.delta))
-            accept = actual > 0
-            # α scales with Δ⁻² for a warm start at the new radius (as scipy's TRF does).
-            alpha = alpha * (s.delta / jnp.where(delta > 0, delta, 1.0))
+            if config.method == "lm":
+                delta, alpha, accept = _minpack_radius(s, p, p_norm, alpha, ratio, actual,
+                                                       cost_new)
+            else:
+                delta = jnp.where(ratio < 0.25, 0.25 * p_norm,
+                                  jnp.where((ratio > 0.75) & (p_norm >= 0.95 * s.delta),
+                                            2.0 * s.delta, s.delta))
+                accept = actual > 0
+                # α scales with Δ⁻² for a warm start at the new radius.
+                alpha = alpha * (s.delta / jnp.where(delta > 0, delta, 1.0))
             predicted_well = ratio > 0.25
             halvings = s.halvings
         else:
@@ -297,7 +330,7 @@ def _body(config: _Config, args: tuple, f_scale: jax.Array, tols: tuple) -> Call
     return body
 
 
-class _Out(NamedTuple):
+class Out(NamedTuple):
     """What a solve returns (flat arrays)."""
 
     x: jax.Array
@@ -311,22 +344,55 @@ class _Out(NamedTuple):
     jac: jax.Array | None
 
 
+PAUSED = -2  # a segment reached its step limit (internal status)
+
+
+def init_state(config: _Config, x0: jax.Array, args: tuple, f_scale: jax.Array,
+               x_scale: jax.Array, tols: tuple) -> _State:
+    """The dense loop's state at ``x0`` (one residual evaluation and one Jacobian)."""
+    return _init(config, x0, args, f_scale, x_scale, tols)
+
+
+def continue_state(config: _Config, state: _State, args: tuple, f_scale: jax.Array,
+                   tols: tuple, num_steps: jax.Array | None = None) -> _State:
+    """Iterate from ``state`` until a stopping test fires, or ``num_steps`` iterations
+    (then ``status`` stays running)."""
+    body = _body(config, args, f_scale, tols)
+    if num_steps is None:
+        return jax.lax.while_loop(lambda s: s.status < 0, body, state)
+    stop_at = state.nit + num_steps
+
+    def limited(s: _State) -> _State:
+        s = body(s)
+        return s._replace(status=jnp.where((s.status < 0) & (s.nit >= stop_at), PAUSED,
+                                           s.status).astype(jnp.int32))
+
+    final = jax.lax.while_loop(lambda s: s.status == LeastSquaresStatus.RUNNING, limited,
+                               state)
+    return final._replace(status=jnp.where(final.status == PAUSED, LeastSquaresStatus.RUNNING,
+                                           final.status).astype(jnp.int32))
+
+
+def finish(config: _Config, state: _State, f_scale: jax.Array) -> Out:
+    """The flat outputs of a finished dense solve."""
+    grad = state.jac.T @ losses.rescaled_residuals(config.loss, state.r, f_scale)
+    return Out(state.x, state.r, state.cost, grad, state.nfev, state.njev, state.nit,
+               state.status, state.jac if config.return_jac else None)
+
+
 def _program(config: _Config, x0: jax.Array, args: tuple, f_scale: jax.Array,
-             x_scale: jax.Array, ftol: jax.Array, xtol: jax.Array, gtol: jax.Array) -> _Out:
+             x_scale: jax.Array, ftol: jax.Array, xtol: jax.Array, gtol: jax.Array) -> Out:
     """The whole solve: the dense loop, or the matrix-free one."""
     if config.tr_solver == "cg":
         codes = {status.name: int(status) for status in LeastSquaresStatus}
         out = solve_matrix_free(_residual_fn(config, args), config.loss, config.max_nfev, x0,
                                 f_scale, x_scale, ftol, xtol, gtol, codes)
-        return _Out(out.x, out.r, out.cost, out.grad, out.nfev, out.njev, out.nit,
-                    out.status, None)
+        return Out(out.x, out.r, out.cost, out.grad, out.nfev, out.njev, out.nit,
+                   out.status, None)
     tols = (ftol, xtol, gtol)
-    state = _init(config, x0, args, f_scale, x_scale, tols)
-    state = jax.lax.while_loop(lambda s: s.status < 0, _body(config, args, f_scale, tols),
-                               state)
-    grad = state.jac.T @ losses.rescaled_residuals(config.loss, state.r, f_scale)
-    return _Out(state.x, state.r, state.cost, grad, state.nfev, state.njev, state.nit,
-                state.status, state.jac if config.return_jac else None)
+    state = continue_state(config, init_state(config, x0, args, f_scale, x_scale, tols), args,
+                           f_scale, tols)
+    return finish(config, state, f_scale)
 
 
 # ----------------------------------------------------------------------- the entry point
@@ -444,6 +510,32 @@ def least_squares(
       >>> bool(res.success), [round(float(v), 6) for v in res.x]
       (True, [2.0, 1.5])
     """
+    prep = setup(residuals, x0, args, method=method, loss=loss, f_scale=f_scale,
+                 x_scale=x_scale, ftol=ftol, xtol=xtol, gtol=gtol, max_nfev=max_nfev,
+                 return_jac=return_jac, tr_solver=tr_solver)
+    out = _compiled()(prep.config, prep.x0, prep.args, prep.f_scale, prep.x_scale,
+                      *prep.tols)
+    return assemble(prep, out, residuals, args, implicit_diff)
+
+
+class Setup(NamedTuple):
+    """What :func:`least_squares` derives from its arguments (checked), once per call."""
+
+    config: _Config
+    x0: jax.Array  # flat
+    unravel: Callable[[jax.Array], PyTree]
+    out_shape: PyTree  # the residuals' jax.eval_shape
+    f_scale: jax.Array
+    x_scale: jax.Array
+    tols: tuple  # (ftol, xtol, gtol)
+    nested: bool  # inside a caller's trace
+    args: tuple  # stop_gradient'ed when traced
+
+
+def setup(residuals: Callable, x0: PyTree, args: tuple, *, method: Any, loss: Any,
+          f_scale: Any, x_scale: Any, ftol: Any, xtol: Any, gtol: Any, max_nfev: Any,
+          return_jac: bool, tr_solver: Any) -> Setup:
+    """Check :func:`least_squares`' arguments and build its static configuration."""
     method = _check_method(method)
     loss = _check_loss(loss)
     checks.check_args(args)
@@ -474,17 +566,23 @@ def least_squares(
     nested = checks.traced((x0, args, f_scale, ftol, xtol, gtol))
     fixed = jax.lax.stop_gradient(args) if nested else args
     tols = tuple(checks.strong(t, dtype) for t in (ftol, xtol, gtol))
-    state = _compiled()(config, flat, fixed, checks.strong(f_scale, dtype), x_scale, *tols)
-    grad = state.grad
-    x = unravel(state.x)
-    if implicit_diff and nested and jax.tree.leaves(args):
-        x = implicit_solution(functools.partial(_cost, residuals, loss, f_scale), x, args)
-    fun = residuals(x, *args) if nested else _unflatten_residuals(out_shape, state.r)
-    success = (state.status >= 1) & (state.status <= 4)
+    return Setup(config, flat, unravel, out_shape, checks.strong(f_scale, dtype), x_scale,
+                 tols, nested, fixed)
+
+
+def assemble(prep: Setup, out: Out, residuals: Callable, args: tuple,
+             implicit_diff: bool) -> LeastSquaresResult:
+    """The :class:`LeastSquaresResult` of one solve's flat outputs."""
+    x = prep.unravel(out.x)
+    if implicit_diff and prep.nested and jax.tree.leaves(args):
+        x = implicit_solution(functools.partial(_cost, residuals, prep.config.loss,
+                                                prep.f_scale), x, args)
+    fun = residuals(x, *args) if prep.nested else unflatten_residuals(prep.out_shape, out.r)
+    success = (out.status >= 1) & (out.status <= 4)
     return LeastSquaresResult(
-        x=x, cost=state.cost, fun=fun, grad=unravel(grad),
-        optimality=jnp.max(jnp.abs(grad), initial=0.0), nfev=state.nfev, njev=state.njev,
-        nit=state.nit, status=state.status, success=success, jac=state.jac)
+        x=x, cost=out.cost, fun=fun, grad=prep.unravel(out.grad),
+        optimality=jnp.max(jnp.abs(out.grad), initial=0.0), nfev=out.nfev, njev=out.njev,
+        nit=out.nit, status=out.status, success=success, jac=out.jac)
 
 
 def _cost(residuals: Callable, loss: str, f_scale: Any, x: PyTree, *args: Any) -> jax.Array:
@@ -492,7 +590,7 @@ def _cost(residuals: Callable, loss: str, f_scale: Any, x: PyTree, *args: Any) -
     return losses.robust_cost(loss, r, jax.lax.stop_gradient(f_scale))
 
 
-def _unflatten_residuals(shape: PyTree, r: jax.Array) -> PyTree:
+def unflatten_residuals(shape: PyTree, r: jax.Array) -> PyTree:
     """The flat residuals in the residual function's own structure (``shape``: its
     ``jax.eval_shape``)."""
     leaves, treedef = jax.tree.flatten(shape)

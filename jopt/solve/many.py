@@ -16,29 +16,19 @@ total work follows the sum of the members' iteration counts (plus at most ``segm
 iterations per member and the padding of the last buckets) rather than ``batch ×
 slowest``.
 
-The re-batching scheme, per segment (one compiled program per bucket size ``b``):
-
-1. ``idx``: the indices of the running members, padded to ``b`` with the out-of-range
-   index ``B`` (the batch size);
-2. gather the members' states (and batched ``args``) at ``idx``; padding lanes get a
-   copy of a real member's state with a finished status, so they never iterate;
-3. run at most ``segment`` iterations of the vmapped solver loop;
-4. scatter the states back at ``idx`` (padding lanes are dropped: their index is out of
-   range); the full state is donated, so this is an in-place update.
+The scheme (buckets, gather, scatter, the host loop) is :mod:`jopt.solve.batching`'s.
 
 A member whose objective turns NaN ends with ``status = NONFINITE`` at its last finite
 point, exactly as in :func:`jopt.minimize`; the other members are unaffected.
 
 References:
-  The segmented loop is the resumable :class:`jopt.SolverState` API; the
-  bucketing follows the usual padding-to-bucket scheme for variable-size batches under
-  static-shape compilation (e.g. sequence-length bucketing in TPU/XLA input pipelines).
+  The segmented loop is the resumable :class:`jopt.SolverState` API.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +38,7 @@ import optax
 from jopt import _platform as platform
 from jopt._checks import check_float_tree
 from jopt.box import active_set, clip
-from jopt.solve import checks
+from jopt.solve import batching, checks
 from jopt.solve.api import minimize_result
 from jopt.solve.loop import LoopConfig, SolverState, continue_state, init_state
 from jopt.solve.registry import check_bounded_method, resolve_method
@@ -61,22 +51,7 @@ __all__ = ["DEFAULT_SEGMENT", "minimize_many"]
 DEFAULT_SEGMENT = 16
 """Iterations per compiled segment (``benchmarks/minimize_many.py`` measures the choice)."""
 
-_MIN_BUCKET = 32
-
-
-class ManyStats(NamedTuple):
-    """How a :func:`minimize_many` run was scheduled (for benchmarks and tests).
-
-    Attributes:
-      buckets: the bucket size of each segment, in order.
-      active: the number of running members entering each segment.
-      lane_iterations: Σ over segments of bucket size × iterations the segment ran (its
-        slowest member's): the batched work actually done.
-    """
-
-    buckets: tuple[int, ...]
-    active: tuple[int, ...]
-    lane_iterations: int
+ManyStats = batching.BatchStats  # (the name benchmarks and tests know)
 
 
 def minimize_many(
@@ -166,9 +141,9 @@ def _minimize_many(
     checks.check_run_options(args, tol, ftol, xtol, maxiter, maxfev)
     checks.check_count("history_size", history_size)
     checks.check_count("segment", segment)
-    size = _batch_size(x0s)
-    axes = _normalize_axes(args_axes, args, size)
-    buckets = _buckets(bucket_sizes, size)
+    size = batching.batch_size(x0s)
+    axes = batching.normalize_axes(args_axes, args, size)
+    sizes = batching.buckets(bucket_sizes, size)
     if checks.traced((x0s, args)):
         raise TypeError("`minimize_many` runs a host-side loop over compiled segments and "
                         "cannot be traced (jit/vmap/grad); use `jax.vmap(jopt.minimize)` "
@@ -195,95 +170,14 @@ def _minimize_many(
     run = platform.compiled(_segment_many, 3, the_plan.profile, donate_argnums=(3,))
     with checks.objective_errors(fun, member, member_args, name="x0s[0]"):
         states = init(config, tx, axes, x0s, args, tol)
-    status = np.asarray(states.status)
-    nit = np.asarray(states.nit)
     steps = np.asarray(segment, np.int32)
-    used, active_counts, lane_iterations = [], [], 0
-    while True:
-        active = np.flatnonzero(status < 0)
-        if active.size == 0:
-            break
-        bucket = next(b for b in buckets if b >= active.size)
-        idx = np.full(bucket, size, np.int32)  # out of range: padding lanes
-        idx[: active.size] = active
-        states = run(config, tx, axes, states, idx, args, tol, ftol, xtol, steps)
-        status, new_nit = np.asarray(states.status), np.asarray(states.nit)
-        used.append(bucket)
-        active_counts.append(int(active.size))
-        lane_iterations += bucket * int(np.max(new_nit[active] - nit[active]))
-        nit = new_nit
-    stats = ManyStats(tuple(used), tuple(active_counts), lane_iterations)
+    states, stats = batching.run_segments(
+        states, lambda st, idx: run(config, tx, axes, st, idx, args, tol, ftol, xtol, steps),
+        size, sizes)
     res = minimize_result(states)
     if box is not None:
         res = res._replace(active_mask=active_set(res.x, *box))
     return res, stats
-
-
-def _batch_size(x0s: PyTree) -> int:
-    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in jax.tree.leaves(x0s)}
-    if None in sizes or not sizes:
-        raise ValueError(
-            "`x0s` must hold a batch of starting points: every leaf needs a leading batch "
-            "axis (e.g. shape (n_starts, n)); for a single start use `jopt.minimize` or "
-            "`x0[None]`."
-        )
-    if len(sizes) != 1:
-        raise ValueError(f"every leaf of `x0s` must have the same leading (batch) size, got "
-                         f"{sorted(sizes)}.")
-    size = sizes.pop()
-    if size < 1:
-        raise ValueError("`x0s` has an empty batch axis (size 0).")
-    return size
-
-
-def _normalize_axes(args_axes: Any, args: tuple, size: int) -> tuple[int | None, ...]:
-    """``args_axes`` as a tuple with ``0`` or ``None`` per argument; batch sizes checked."""
-    checks.check_args(args)
-    if args_axes is None or args_axes == 0:
-        axes = (args_axes,) * len(args)
-    elif isinstance(args_axes, Sequence) and not isinstance(args_axes, str):
-        axes = tuple(args_axes)
-        if len(axes) != len(args):
-            raise ValueError(f"`args_axes` needs one entry per argument ({len(args)}), got "
-                             f"{len(axes)}.")
-    else:
-        raise ValueError(f"`args_axes` must be None, 0, or a tuple of 0/None per argument, "
-                         f"got {args_axes!r}.")
-    for i, (axis, arg) in enumerate(zip(axes, args, strict=True)):
-        if axis not in (0, None) or isinstance(axis, bool):
-            raise ValueError(f"`args_axes[{i}]` must be 0 (batched) or None (shared), got "
-                             f"{axis!r}.")
-        if axis == 0:
-            for leaf in jax.tree.leaves(arg):
-                if np.ndim(leaf) == 0 or np.shape(leaf)[0] != size:
-                    raise ValueError(
-                        f"`args[{i}]` is batched (`args_axes`) but has a leaf of shape "
-                        f"{np.shape(leaf)}: its leading axis must be the batch size {size} "
-                        f"of `x0s`."
-                    )
-    return axes
-
-
-def _buckets(bucket_sizes: Sequence[int] | None, size: int) -> tuple[int, ...]:
-    """Ascending batch sizes, the largest being ``size``."""
-    if bucket_sizes is None:
-        sizes = {size}
-        b = 1 << max(size - 1, 1).bit_length()  # smallest power of two >= size
-        while b > _MIN_BUCKET:
-            b //= 2
-            if b < size:
-                sizes.add(b)
-        return tuple(sorted(sizes))
-    sizes = {size}
-    for b in bucket_sizes:
-        checks.check_count("bucket_sizes entry", b)
-        if b < size:
-            sizes.add(int(b))
-    return tuple(sorted(sizes))
-
-
-def _take(tree: PyTree, idx: jax.Array) -> PyTree:
-    return jax.tree.map(lambda a: jnp.take(a, idx, axis=0, mode="clip"), tree)
 
 
 def _batched_init(config: LoopConfig, tx, axes: tuple, x0s, args, tol) -> SolverState:
@@ -296,12 +190,11 @@ def _segment_many(config: LoopConfig, tx, axes: tuple, states: SolverState, idx:
     """One segment on the members at ``idx`` (see the module docstring)."""
     size = states.nit.shape[0]
     real = idx < size
-    sub = _take(states, idx)
+    sub = batching.gather(states, idx)
     # Padding lanes hold a copy of a real member; a finished status keeps them idle.
     sub = sub._replace(status=jnp.where(real, sub.status, Status.MAXITER).astype(jnp.int32))
-    sub_args = tuple(_take(a, idx) if axis == 0 else a for a, axis in zip(args, axes,
-                                                                          strict=True))
+    sub_args = batching.gather_args(args, axes, idx)
     new = jax.vmap(
         lambda s, a: continue_state(config, tx, s, a, tol, ftol, xtol, num_steps),
         in_axes=(0, axes))(sub, sub_args)
-    return jax.tree.map(lambda full, part: full.at[idx].set(part, mode="drop"), states, new)
+    return batching.scatter(states, new, idx)
