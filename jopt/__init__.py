@@ -92,7 +92,9 @@ from jopt.transforms import (
     adamw,
     bfgs,
     hessian_free,
+    keep_params_in_box,
     lbfgs,
+    lbfgsb,
     newton,
     newton_cg,
     nonlinear_cg,
@@ -105,6 +107,7 @@ from jopt.transforms import (
     sgd,
     sqn,
     trust_ncg,
+    trust_region_newton,
 )
 
 __all__ = [
@@ -171,8 +174,10 @@ __all__ = [
     "implicit_solution",
     "implicit_value",
     "jacobian",
+    "keep_params_in_box",
     "lanczos",
     "lbfgs",
+    "lbfgsb",
     "least_squares",
     "least_squares_many",
     "method_names",
@@ -205,5 +210,6 @@ __all__ = [
     "sweep",
     "total_work",
     "trust_ncg",
+    "trust_region_newton",
     "value_and_grad_fn",
 ]

@@ -41,10 +41,16 @@ def projected_gradient(x: PyTree, g: PyTree, lower: PyTree | None,
 
 
 def active_set(x: PyTree, lower: PyTree | None, upper: PyTree | None) -> PyTree:
-    """Booleans like ``x``: the entry sits on a bound (``x <= lower`` or ``x >= upper``)."""
+    """Booleans like ``x``: the entry sits on a bound, to rounding (within 4 units of the
+    bound's last place: ``x + (ℓ − x)`` can round off a nonzero ``ℓ`` by one)."""
     if lower is None and upper is None:
         return jax.tree.map(lambda a: jnp.zeros(a.shape, bool), x)
-    return jax.tree.map(lambda a, lo, hi: (a <= lo) | (a >= hi), x, lower, upper)
+
+    def leaf(a, lo, hi):
+        eps = 4 * jnp.finfo(a.dtype).eps
+        return (a <= lo + eps * jnp.abs(lo)) | (a >= hi - eps * jnp.abs(hi))
+
+    return jax.tree.map(leaf, x, lower, upper)
 
 
 def max_step(x: PyTree, d: PyTree, lower: PyTree | None, upper: PyTree | None) -> jax.Array:

@@ -236,13 +236,23 @@ def strong_wolfe_search(
     max_steps: int,
     approx_wolfe: bool,
     grow_from_last: bool = True,
+    max_step: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, PyTree, jax.Array, jax.Array]:
     """Find ``α`` meeting the strong Wolfe conditions along a descent direction.
 
     ``evaluate(α) -> (φ(α), φ'(α), ∇f(x + α d))`` is called exactly once per loop step.
     Returns ``(α, φ(α), ∇f, status, num_trials)``.
+
+    With ``max_step`` (``α_max``, e.g. the largest step that stays in a box) no trial
+    exceeds it: the first trial and every extrapolation are capped at ``α_max``, and a
+    trial at ``α_max`` that decreases ``f`` sufficiently while ``φ'`` is still negative
+    ends the search there (``DECREASE_ONLY``: the curvature condition cannot be met
+    inside ``[0, α_max]``; Moré & Thuente's ``stp = stpmax`` exit, which L-BFGS-B
+    accepts). ``None`` (or ``inf``) leaves the search unbounded.
     """
     dtype = f0.dtype
+    if max_step is not None:
+        max_step = jnp.asarray(max_step, dtype)
     eps = jnp.finfo(dtype).eps
     noise = 8 * eps * jnp.abs(f0)  # the most f may rise at an approximate-Wolfe point
     band = _NOISE_BAND * eps * jnp.abs(f0)  # f differences below this steer by f' alone
@@ -280,6 +290,10 @@ def strong_wolfe_search(
         collapsed = zooming & (jnp.abs(hi[0] - lo[0]) <= eps * jnp.maximum(lo[0], hi[0]))
         i = s.i + 1
         done = accept | collapsed | (i >= max_steps)
+        if max_step is not None:
+            # Bracketing at the cap with f still falling: no further trial is allowed.
+            next_trial = jnp.where(zooming, next_trial, jnp.minimum(next_trial, max_step))
+            done = done | (~zooming & (a >= max_step))
         return _Search(
             i=i,
             done=done,
@@ -299,7 +313,7 @@ def strong_wolfe_search(
         i=jnp.zeros([], jnp.int32),
         done=jnp.zeros([], bool),
         zooming=jnp.zeros([], bool),
-        trial=alpha0.astype(dtype),
+        trial=(alpha0 if max_step is None else jnp.minimum(alpha0, max_step)).astype(dtype),
         prev=triple0,
         lo=triple0,
         hi=triple0,

@@ -82,7 +82,7 @@ def test_counters_equal_the_evaluations_made(method):
     forward_passes = int(res.njev) + (int(res.nhev) if method == "newton" else 0)
     assert len(calls) == forward_passes
     assert int(res.nfev) >= int(res.nit) + 1
-    if method in ("newton-cg", "trust-ncg"):
+    if method in ("newton-cg", "trust-ncg", "trust-region-newton"):
         assert int(res.nhev) > 0 and int(res.njev) == int(res.nfev) + int(res.nit)
     elif method == "newton":
         assert int(res.nhev) == int(res.nit)

@@ -149,16 +149,16 @@ def test_trust_ncg_converges_where_f_differences_are_rounding_noise():
 
 
 def test_trust_ncg_actual_decrease_by_gradients_is_exact_on_quadratics():
-    from jopt.transforms.newton import _actual_decrease
+    from jopt.transforms.newton import actual_decrease
 
     a = jnp.asarray([[3.0, 1.0], [1.0, 2.0]])
     x, p = jnp.asarray([1e-9, -2e-9]), jnp.asarray([-1e-9, 1.5e-9])
     f = lambda z: 1e6 + 0.5 * z @ a @ z  # noqa: E731
     exact = 0.5 * x @ a @ x - 0.5 * (x + p) @ a @ (x + p)  # no constant: no rounding
-    got = _actual_decrease(f(x), f(x + p), a @ x, a @ (x + p), p, jnp.asarray(1e-20))
+    got = actual_decrease(f(x), f(x + p), a @ x, a @ (x + p), p, jnp.asarray(1e-20))
     np.testing.assert_allclose(float(got), float(exact), rtol=1e-12)
     # Far above the noise level the difference of values is used.
-    big = _actual_decrease(jnp.asarray(10.0), jnp.asarray(4.0), a @ x, a @ x, p,
+    big = actual_decrease(jnp.asarray(10.0), jnp.asarray(4.0), a @ x, a @ x, p,
                            jnp.asarray(5.0))
     assert float(big) == 6.0
 

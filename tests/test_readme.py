@@ -16,9 +16,13 @@ def test_readme_python_blocks_run():
     namespace: dict = {}
     for block in blocks:
         exec(compile(block, str(README), "exec"), namespace)
-    # The quick starts' claims: Adam fitted the data, BFGS and Newton-CG converged.
+    # The quick starts' claims: Adam fitted the data, the solves converged, the boxes hold.
     assert float(namespace["loss"](namespace["params"], namespace["X"], namespace["y"])) < 1e-2
-    assert bool(namespace["res"].success)
+    assert bool(namespace["res"].success)  # (the last `res`: the bounded solve)
+    w = np.asarray(namespace["res"].x["w"])
+    assert np.all(w >= 0) and np.asarray(namespace["res"].active_mask["w"]).any()
+    ws, caps = np.asarray(namespace["ws"]), np.asarray(namespace["caps"])
+    assert ws.shape == (16, 8) and np.all((ws >= 0) & (ws <= caps[:, None]))
     assert np.all(np.isfinite(np.asarray(namespace["dw_dlam"])))
     np.testing.assert_allclose(namespace["popt"], [3.0, 0.7], rtol=0.05)
     assert bool(namespace["fit"].success)

@@ -466,10 +466,10 @@ def minimize_run(
     the same arguments: the state is the loop's whole carry.
 
     Args:
-      fun, args, method, bounds, tol, ftol, xtol, maxfev, verbose, options, callback,
-        callback_every: as in :func:`minimize` (``method``, ``options``, ``bounds`` and
-        ``fun`` must be those that made ``state``; tolerances may change between
-        segments and act from the next iteration on).
+      fun, args, method, options, bounds: as in :func:`minimize`; they must be those that
+        made ``state``.
+      tol, ftol, xtol, maxfev, verbose, callback, callback_every: as in :func:`minimize`
+        (tolerances may change between segments and act from the next iteration on).
       state: a :class:`SolverState` from :func:`minimize_init` or :func:`minimize_run`.
       maxiter: limit on the *total* iteration count ``state.nit`` (a state already at the
         limit ends with ``MAXITER`` without iterating).

@@ -13,8 +13,10 @@ from typing import Any
 
 import optax
 
+from jopt.transforms.lbfgsb import lbfgsb
 from jopt.transforms.newton import newton, newton_cg, trust_ncg
 from jopt.transforms.quasi_newton import bfgs, lbfgs, nonlinear_cg
+from jopt.transforms.tron import trust_region_newton
 
 __all__ = ["ALIASES", "BOUNDED", "METHODS", "check_bounded_method", "method_names",
            "resolve_method"]
@@ -28,15 +30,20 @@ METHODS: dict[str, Factory] = {
     "newton-cg": newton_cg,
     "trust-ncg": trust_ncg,
     "newton": newton,
+    "l-bfgs-b": lbfgsb,
+    "trust-region-newton": trust_region_newton,
 }
 # Other spellings (compared in lower case), scipy's among them ("BFGS", "CG",
 # "Newton-CG", "trust-ncg" are registered names once lower-cased).
 ALIASES: dict[str, str] = {"l-bfgs": "lbfgs", "l_bfgs": "lbfgs", "newton_cg": "newton-cg",
-                           "trust_ncg": "trust-ncg"}
+                           "trust_ncg": "trust-ncg", "lbfgsb": "l-bfgs-b", "l_bfgs_b": "l-bfgs-b",
+                           "tron": "trust-region-newton",
+                           "trust_region_newton": "trust-region-newton"}
 # The registered methods that take `bounds` (they keep their iterates in the box).
 BOUNDED = ("l-bfgs-b", "trust-region-newton")
 # scipy's names for a method's own settings, where jopt's differ.
-_SCIPY_OPTIONS: dict[str, dict[str, str]] = {"lbfgs": {"maxcor": "memory_size"}}
+_SCIPY_OPTIONS: dict[str, dict[str, str]] = {"lbfgs": {"maxcor": "memory_size"},
+                                              "l-bfgs-b": {"maxcor": "memory_size"}}
 # scipy options that are arguments of minimize itself in jopt.
 _RUN_OPTIONS = {"gtol": "tol", "disp": "verbose", "maxfun": "maxfev"}
 

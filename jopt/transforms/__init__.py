@@ -13,6 +13,7 @@ from jopt.transforms.first_order import (
     sgd,
 )
 from jopt.transforms.hessian_free import HessianFreeState, hessian_free
+from jopt.transforms.lbfgsb import LBFGSBState, lbfgsb
 from jopt.transforms.newton import (
     NewtonCGState,
     NewtonState,
@@ -23,6 +24,7 @@ from jopt.transforms.newton import (
     scale_by_newton_cg,
     trust_ncg,
 )
+from jopt.transforms.projection import keep_params_in_box
 from jopt.transforms.quasi_newton import (
     BFGSState,
     LBFGSState,
@@ -35,6 +37,7 @@ from jopt.transforms.quasi_newton import (
     scale_by_nonlinear_cg,
 )
 from jopt.transforms.sqn import SQNState, sqn
+from jopt.transforms.tron import TronState, trust_region_newton
 
 __all__ = [
     "AdaHessianState",
@@ -42,6 +45,7 @@ __all__ = [
     "AdamState",
     "BFGSState",
     "HessianFreeState",
+    "LBFGSBState",
     "LBFGSState",
     "NewtonCGState",
     "NewtonState",
@@ -49,6 +53,7 @@ __all__ = [
     "RMSPropState",
     "SGDState",
     "SQNState",
+    "TronState",
     "TrustNCGState",
     "adagrad",
     "adahessian",
@@ -56,7 +61,9 @@ __all__ = [
     "adamw",
     "bfgs",
     "hessian_free",
+    "keep_params_in_box",
     "lbfgs",
+    "lbfgsb",
     "newton",
     "newton_cg",
     "nonlinear_cg",
@@ -69,4 +76,5 @@ __all__ = [
     "sgd",
     "sqn",
     "trust_ncg",
+    "trust_region_newton",
 ]

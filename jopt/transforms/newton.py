@@ -47,15 +47,19 @@ __all__ = [
     "NewtonCGState",
     "NewtonState",
     "TrustNCGState",
+    "actual_decrease",
+    "dtype_cap",
+    "need_objective",
     "newton",
     "newton_cg",
     "scale_by_newton",
     "scale_by_newton_cg",
+    "tree_size",
     "trust_ncg",
 ]
 
 
-def _need_objective(name: str, value_fn: Any, params: Any) -> None:
+def need_objective(name: str, value_fn: Any, params: Any) -> None:
     if value_fn is None or params is None:
         raise ValueError(
             f"{name} needs the objective: call `update(grads, state, params, value_fn=fun)`."
@@ -67,7 +71,7 @@ def _forcing_rtol(grads: PyTree) -> jax.Array:
     return jnp.minimum(0.5, jnp.sqrt(tree_l2_norm(grads)))
 
 
-def _size(tree: PyTree) -> int:
+def tree_size(tree: PyTree) -> int:
     return sum(x.size for x in jax.tree.leaves(tree))
 
 
@@ -110,9 +114,9 @@ def scale_by_newton_cg(maxiter: int | None = None) -> optax.GradientTransformati
 
     def update(grads, state, params=None, *, value_fn=None, **extra):
         del extra
-        _need_objective("scale_by_newton_cg", value_fn, params)
+        need_objective("scale_by_newton_cg", value_fn, params)
         _, hvp = grad_and_hvp_fn(value_fn, params)
-        limit = maxiter or min(max(20 * _size(params), 1), 1000)
+        limit = maxiter or min(max(20 * tree_size(params), 1), 1000)
         res = cg(hvp, tree_scale(-1.0, grads), rtol=_forcing_rtol(grads), maxiter=limit)
         first = res.negative_curvature & (res.num_iters <= 1)
         direction = tree_select(first, _scaled_steepest_descent(grads, res.curvature), res.x)
@@ -142,7 +146,7 @@ def newton_cg(
 # ------------------------------------------------------------- trust-region Newton-CG
 
 
-def _actual_decrease(value, trial_value, grads, trial_grad, step, predicted):
+def actual_decrease(value, trial_value, grads, trial_grad, step, predicted):
     """``f(x) - f(x + p)``, by the trapezoid rule where f's difference is rounding noise.
 
     Near a minimizer the predicted decrease falls to the rounding level of ``f`` (e.g.
@@ -170,7 +174,7 @@ class TrustNCGState(NamedTuple):
     record: StepRecord
 
 
-def _cap(value: float, dtype: Any) -> float:
+def dtype_cap(value: float, dtype: Any) -> float:
     """``value`` clipped to ``dtype``'s largest finite number (``max_radius = 1e10`` in
     float16 would otherwise cast to inf, with a numpy overflow warning)."""
     return min(value, float(jnp.finfo(dtype).max))
@@ -212,13 +216,13 @@ def trust_ncg(
     def init(params: PyTree) -> TrustNCGState:
         check_float_tree("params", params)
         dtype = jnp.result_type(*jax.tree.leaves(params))
-        return TrustNCGState(jnp.asarray(_cap(initial_radius, dtype), dtype),
+        return TrustNCGState(jnp.asarray(dtype_cap(initial_radius, dtype), dtype),
                              jnp.zeros([], dtype), jnp.zeros([], bool),
                              StepRecord.initial(params, ("nfev", "njev", "nhvp")))
 
     def update(grads, state, params=None, *, value=None, grad=None, value_fn=None, **extra):
         del extra, grad  # the gradient at params is `grads`
-        _need_objective("trust_ncg", value_fn, params)
+        need_objective("trust_ncg", value_fn, params)
         value_and_grad = value_and_grad_of(value_fn, params)
         evals = 0
         if value is None:
@@ -228,13 +232,13 @@ def trust_ncg(
         eps = jnp.finfo(dtype).eps
         # After a failed step the method restarts itself (the step protocol).
         restart = state.record.status == StepStatus.FAILED
-        start_radius = jnp.where(restart, _cap(initial_radius, dtype), state.radius)
+        start_radius = jnp.where(restart, dtype_cap(initial_radius, dtype), state.radius)
         _, hvp = grad_and_hvp_fn(value_fn, params)
-        limit = maxiter or min(max(20 * _size(params), 1), 1000)
+        limit = maxiter or min(max(20 * tree_size(params), 1), 1000)
         sub = steihaug_cg(hvp, grads, start_radius, rtol=_forcing_rtol(grads), maxiter=limit)
         trial_value, trial_grad = value_and_grad(tree_add_scaled(params, 1.0, sub.step))
         predicted = sub.model_decrease
-        actual = _actual_decrease(value, trial_value, grads, trial_grad, sub.step, predicted)
+        actual = actual_decrease(value, trial_value, grads, trial_grad, sub.step, predicted)
         finite = jnp.isfinite(trial_value) & jnp.isfinite(tree_inf_norm(trial_grad))
         ratio = jnp.where(finite & (predicted > 0), actual / jnp.where(predicted > 0,
                                                                          predicted, 1.0),
@@ -243,7 +247,7 @@ def trust_ncg(
         radius = jnp.where(
             ratio < 0.25, 0.25 * step_norm,
             jnp.where((ratio > 0.75) & sub.hits_boundary,
-                      jnp.minimum(2.0 * start_radius, _cap(max_radius, dtype)),
+                      jnp.minimum(2.0 * start_radius, dtype_cap(max_radius, dtype)),
                       start_radius))
         accept = ratio > eta
         collapsed = ~accept & (radius <= eps * jnp.maximum(tree_inf_norm(params), 1.0))
@@ -294,7 +298,7 @@ def scale_by_newton(shift: float | None = None) -> optax.GradientTransformationE
 
     def update(grads, state, params=None, *, value_fn=None, **extra):
         del extra
-        _need_objective("scale_by_newton", value_fn, params)
+        need_objective("scale_by_newton", value_fn, params)
         h = hessian_matrix(value_fn, params)
         g, unravel = ravel_pytree(grads)
         # (LAPACK has no half-precision eigh: half-precision problems decompose in float32)
