@@ -14,6 +14,9 @@ import scipy.optimize
 import jopt
 
 BOUNDED = ["l-bfgs-b", "trust-region-newton"]
+# API plumbing shared by both methods is checked with L-BFGS-B alone (test_tron.py covers
+# the Newton method's own vmap and pytree handling); oracles run on both.
+LBFGSB = ["l-bfgs-b"]
 
 
 def rosenbrock(x):
@@ -62,7 +65,7 @@ def test_bounded_rosenbrock_matches_scipy_solution_and_active_set(method):
 
 
 @pytest.mark.parametrize("method", BOUNDED)
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(2))
 def test_bounded_quadratic_meets_kkt_and_matches_scipy(method, seed):
     a, b = _spd(8, seed)
     lower, upper = -np.ones(8), np.ones(8) * 0.5
@@ -90,7 +93,7 @@ def test_scipy_spellings_of_method_and_bounds():
         np.testing.assert_array_equal(np.asarray(res.x), np.asarray(ref.x))
 
 
-@pytest.mark.parametrize("method", BOUNDED)
+@pytest.mark.parametrize("method", LBFGSB)
 def test_pytree_bounds_with_infinite_and_scalar_sides(method):
     def fun(p):
         return jnp.sum((p["w"] - 2.0) ** 2) + (p["b"] + 3.0) ** 2
@@ -143,7 +146,7 @@ def test_an_optax_transform_takes_projected_steps():
     np.testing.assert_allclose(np.asarray(res.x), np.asarray(ref.x), atol=1e-6)
 
 
-@pytest.mark.parametrize("method", BOUNDED)
+@pytest.mark.parametrize("method", LBFGSB)
 def test_vmap_over_x0_and_bounds_equals_separate_solves(method):
     uppers = jnp.array([0.3, 0.8, 2.0])
     x0s = jnp.array([[-1.0, 0.0], [0.2, 0.2], [-0.5, 1.5]])
@@ -159,7 +162,7 @@ def test_vmap_over_x0_and_bounds_equals_separate_solves(method):
         np.testing.assert_allclose(np.asarray(batched[i]), np.asarray(one.x), atol=1e-6)
 
 
-@pytest.mark.parametrize("method", BOUNDED)
+@pytest.mark.parametrize("method", LBFGSB)
 def test_minimize_many_with_per_member_bounds_equals_separate_solves(method):
     a, b = _spd(5, 2)
     uppers = jnp.linspace(0.1, 1.0, 6)[:, None] * jnp.ones((1, 5))

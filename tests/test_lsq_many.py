@@ -106,7 +106,7 @@ def test_lm_reaches_scipy_minpack_lm_in_a_comparable_number_of_evaluations():
     assert int(res.nfev) <= 1.5 * ref.nfev
 
 
-@pytest.mark.parametrize("method", ["lm", "dogleg", "gauss-newton"])
+@pytest.mark.parametrize("method", ["lm", "gauss-newton"])
 def test_least_squares_many_equals_separate_fits(method):
     t, ys = _datasets(40)
     x0s = jnp.tile(jnp.array([1.0, 1.0]), (40, 1))

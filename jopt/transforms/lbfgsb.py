@@ -260,6 +260,8 @@ def cauchy_point(x: jax.Array, g: jax.Array, lower: jax.Array, upper: jax.Array,
     passed variable at its bound. ``f″`` is kept at least ``ε·f″₀`` (as in Zhu et al.'s
     code) so a rounding-level curvature cannot divide by zero.
     """
+    if x.size == 0:  # (no variables: nothing to walk)
+        return x, jnp.zeros([], x.dtype)
     n = x.shape[0]
     eps = jnp.finfo(x.dtype).eps
     theta, mid = form.theta, form.middle
