@@ -754,6 +754,9 @@ def _failed(status: str, message: str, wall: float) -> dict:
                 wall=wall)
 
 
+START_S = 900.0  # a worker's start (imports included) on a loaded machine
+
+
 class Worker:
     """A child process running :func:`_sif_worker`, replaced after a timeout."""
 
@@ -762,23 +765,31 @@ class Worker:
         self.only = only
         self.proc = None
 
-    def _start(self) -> None:
+    def _start(self) -> bool:
+        """A fresh worker; False when it did not come up within START_S."""
         self.conn, child = self.ctx.Pipe()
         self.proc = self.ctx.Process(target=_sif_worker, args=(child, self.only), daemon=True)
         self.proc.start()
-        if self.conn.recv() != "ready":  # (imports sif2jax: not part of any time cap)
-            raise RuntimeError("the worker did not start")
+        child.close()  # (the parent's copy: a dead worker then reads as EOF, not a hang)
+        try:  # (it imports sif2jax: not part of any time cap)
+            ready = self.conn.poll(START_S) and self.conn.recv() == "ready"
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self.close()
+        return ready
 
     def solve(self, name: str, contender: str, timeout: float) -> dict:
-        if self.proc is None or not self.proc.is_alive():
-            self._start()
+        if (self.proc is None or not self.proc.is_alive()) and not (
+                self._start() or self._start()):
+            return _failed("error", "the worker did not start (twice)", 0.0)
         self.conn.send((name, contender))
-        if self.conn.poll(timeout):
-            try:
+        try:
+            if self.conn.poll(timeout):
                 return self.conn.recv()
-            except EOFError:  # the worker died (out of memory)
-                self.close()
-                return _failed("error", "worker died", timeout)
+        except (EOFError, OSError):  # the worker died (out of memory, killed)
+            self.close()
+            return _failed("error", "worker died", timeout)
         self.close()
         return _failed("timeout", f"killed after {timeout:.0f} s", timeout)
 
