@@ -299,6 +299,32 @@ def test_cauchy_point_is_the_first_minimizer_along_the_projected_path(seed):
     assert np.all(np.diff(q) <= 1e-12 * np.max(np.abs(q)))
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 64])
+def test_cauchy_walk_in_chunks_passes_ties_and_many_breakpoints(chunk):
+    """The chunked walk (``chunk`` breakpoints per pass) against the brute-force walk on
+    a path with many breakpoints, a third of them tied (equal ``tᵢ``)."""
+    rng = np.random.default_rng(chunk)
+    n = 40
+    state, _ = state_with_pairs(n=n, memory=UNIT_M, num=3, seed=7)
+    form = _compact(state)
+    b = np.asarray(form.dense())
+    x = rng.uniform(-0.5, 0.5, n)
+    g = rng.standard_normal(n)
+    # Boxes the walk passes about half of; every third breakpoint is t = 0.05.
+    reach = rng.uniform(0.001, 1.0, n)
+    reach[::3] = 0.05
+    lower = np.where(g > 0, x - reach * g, -np.inf)
+    upper = np.where(g < 0, x - reach * g, np.inf)
+    xc, t_star = jax.jit(cauchy_point, static_argnums=5)(
+        *(jnp.asarray(v) for v in (x, g, lower, upper)), form, chunk)
+    t_ref = brute_force_cauchy(x, g, lower, upper, b)
+    passed = np.sum(reach <= t_ref)
+    assert 5 < passed < n and passed > 3 * min(chunk, 5)  # (several passes, stops inside)
+    np.testing.assert_allclose(float(t_star), t_ref, rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(xc), np.clip(x - t_ref * g, lower, upper),
+                               rtol=1e-9, atol=1e-12)
+
+
 # ------------------------------------------------------------ subspace minimization
 
 
