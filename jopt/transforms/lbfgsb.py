@@ -140,32 +140,61 @@ class LBFGSBState(NamedTuple):
 
 
 class CompactBFGS(NamedTuple):
-    """``B = θI − W M Wᵀ`` for one iteration.
+    """``B = θI − W M Wᵀ`` for one iteration, ``W = [Y  θS]`` never formed.
 
     Attributes:
       theta: ``θ``.
-      wt: ``Wᵀ`` as a ``(2m, n)`` array, rows ``[Y; θS]`` (empty slots are zero rows).
+      y / s: the ``(m, n)`` histories (rows in slot order; a slot may hold a stale pair).
+      valid: ``(2m,)`` bool, the columns of ``W`` that hold a pair (the others count as
+        zero columns: every product with ``W`` is masked in the ``2m``-space, so no
+        ``n``-sized copy is made).
       middle: ``M``, ``(2m, 2m)`` symmetric (identity blocks at empty slots).
       ok: whether ``M`` is finite (the factorization succeeded).
     """
 
     theta: jax.Array
-    wt: jax.Array
+    y: jax.Array
+    s: jax.Array
+    valid: jax.Array
     middle: jax.Array
     ok: jax.Array
 
     def w_dot(self, v: jax.Array) -> jax.Array:
         """``Wᵀv`` (a ``2m``-vector)."""
-        return self.wt @ v
+        out = jnp.concatenate([self.y @ v, self.theta * (self.s @ v)])
+        return jnp.where(self.valid, out, 0.0)
 
     def w_times(self, a: jax.Array) -> jax.Array:
         """``W a`` (an ``n``-vector)."""
-        return a @ self.wt
+        a = jnp.where(self.valid, a, 0.0)
+        m = self.y.shape[0]
+        return a[:m] @ self.y + (self.theta * a[m:]) @ self.s
+
+    def w_columns(self, idx: jax.Array) -> jax.Array:
+        """Rows ``idx`` of ``W`` (the vectors ``w_b``), as a ``(len(idx), 2m)`` array."""
+        rows = jnp.concatenate([self.y[:, idx], self.theta * self.s[:, idx]]).T
+        return jnp.where(self.valid[None, :], rows, 0.0)
+
+    def gram(self, z: jax.Array) -> jax.Array:
+        """``Wᵀ diag(z) W`` (``2m × 2m``) from the three distinct ``m × m`` blocks."""
+        zy = self.y * z[None, :]
+        yy, sy, ss = zy @ self.y.T, self.s @ zy.T, (self.s * z[None, :]) @ self.s.T
+        th = self.theta
+        out = jnp.block([[yy, th * sy.T], [th * sy, th * th * ss]])
+        both = self.valid[:, None] & self.valid[None, :]
+        return jnp.where(both, out, 0.0)
+
+    @property
+    def wt(self) -> jax.Array:
+        """``Wᵀ`` as a ``(2m, n)`` array (for tests and small problems)."""
+        rows = jnp.concatenate([self.y, self.theta * self.s])
+        return jnp.where(self.valid[:, None], rows, 0.0)
 
     def dense(self) -> jax.Array:
         """``B`` as an ``(n, n)`` matrix (for tests and small problems)."""
-        n = self.wt.shape[1]
-        return self.theta * jnp.eye(n, dtype=self.wt.dtype) - self.wt.T @ self.middle @ self.wt
+        wt = self.wt
+        n = wt.shape[1]
+        return self.theta * jnp.eye(n, dtype=wt.dtype) - wt.T @ self.middle @ wt
 
 
 def slot_ages(head: jax.Array, num_pairs: jax.Array, memory_size: int
@@ -210,23 +239,24 @@ def compact_form(state: LBFGSBState) -> CompactBFGS:
     """The compact representation of ``B`` held by ``state`` (BLNZ eq. 3.2–3.4)."""
     m = state.sy.shape[0]
     age, valid = slot_ages(state.head, state.num_pairs, m)
-    theta = state.theta
-    rows = jnp.concatenate([state.y_history, theta * state.s_history], axis=0)
-    valid2 = jnp.concatenate([valid, valid])
-    wt = jnp.where(valid2[:, None], rows, 0.0)
-    middle = middle_matrix(state.sy, state.ss, theta, age, valid)
-    return CompactBFGS(theta, wt, middle, jnp.all(jnp.isfinite(middle)))
+    middle = middle_matrix(state.sy, state.ss, state.theta, age, valid)
+    return CompactBFGS(state.theta, state.y_history, state.s_history,
+                       jnp.concatenate([valid, valid]), middle,
+                       jnp.all(jnp.isfinite(middle)))
 
 
 def _empty_form(form: CompactBFGS) -> CompactBFGS:
     """``B = I``: the form with every slot empty (a restart)."""
     two_m = form.middle.shape[0]
-    return CompactBFGS(jnp.ones_like(form.theta), jnp.zeros_like(form.wt),
-                       jnp.eye(two_m, dtype=form.middle.dtype), jnp.ones([], bool))
+    return form._replace(theta=jnp.ones_like(form.theta), valid=jnp.zeros_like(form.valid),
+                         middle=jnp.eye(two_m, dtype=form.middle.dtype),
+                         ok=jnp.ones([], bool))
 
 
 def _select_form(pred: jax.Array, a: CompactBFGS, b: CompactBFGS) -> CompactBFGS:
-    return CompactBFGS(*(jnp.where(pred, u, v) for u, v in zip(a, b, strict=True)))
+    """``a`` where ``pred``, else ``b`` (the histories are shared, not selected)."""
+    return a._replace(**{k: jnp.where(pred, getattr(a, k), getattr(b, k))
+                         for k in ("theta", "valid", "middle", "ok")})
 
 
 # ------------------------------------------------------------ generalized Cauchy point
@@ -282,7 +312,7 @@ def _pass_chunk(s: _Walk, t: jax.Array, g: jax.Array, z: jax.Array, form: Compac
     tb = jnp.where(valid, t[idx], jnp.inf)
     gb = jnp.where(valid, g[idx], 0.0)
     zb = jnp.where(valid, z[idx], 0.0)
-    wb = jnp.where(valid[:, None], form.wt[:, idx].T, 0.0)  # (K, 2m)
+    wb = jnp.where(valid[:, None], form.w_columns(idx), 0.0)  # (K, 2m)
     mwb = wb @ mid
     t_prev = jnp.concatenate([s.t_old[None], tb[:-1]])
     dt = jnp.where(valid, jnp.maximum(tb - t_prev, 0.0), 0.0)
@@ -366,16 +396,15 @@ def subspace_minimizer(x: jax.Array, g: jax.Array, xc: jax.Array, free: jax.Arra
     ``d̂ = −B̂⁻¹r̂ᶜ``, ``r̂ᶜ = Zᵀ(g + θ(xᶜ − x) − W M Wᵀ(xᶜ − x))``, with ``B̂⁻¹`` by
     Sherman–Morrison–Woodbury: one ``(2m × 2m)`` solve with ``I − (1/θ) M WᵀZZᵀW``.
     """
-    theta, mid, wt = form.theta, form.middle, form.wt
+    theta, mid = form.theta, form.middle
     z = free.astype(x.dtype)
     dx = xc - x
     r = z * (g + theta * dx - form.w_times(mid @ form.w_dot(dx)))
-    wz = wt * z[None, :]
-    gram = wz @ wt.T  # WᵀZZᵀW
+    gram = form.gram(z)  # WᵀZZᵀW
     eye = jnp.eye(mid.shape[0], dtype=mid.dtype)
     work = jnp.promote_types(mid.dtype, jnp.float32)  # (no half-precision LAPACK solve)
     v = jnp.linalg.solve((eye - (mid @ gram) / theta).astype(work),
-                         (mid @ (wt @ r)).astype(work)).astype(mid.dtype)
+                         (mid @ form.w_dot(r)).astype(work)).astype(mid.dtype)
     return -r / theta - z * form.w_times(v) / (theta * theta)
 
 
