@@ -125,10 +125,14 @@ def test_x0_outside_the_box_is_projected_and_iterates_stay_inside(method):
     (({"a": 0.0}, 1.0), "structure"),
     ("box", "tuple"),
 ])
-def test_bad_bounds_are_refused_naming_the_argument(bad):
+@pytest.mark.parametrize("wrap", ["eager", "jit"])
+def test_bad_bounds_are_refused_naming_the_argument(bad, wrap):
+    """Also under ``jit``, where ``x0`` is traced but the bounds are concrete numbers."""
     bounds, match = bad
+    solve = lambda x0: jopt.minimize(rosenbrock, x0, method="l-bfgs-b",  # noqa: E731
+                                     bounds=bounds).x
     with pytest.raises((ValueError, TypeError), match=f"`bounds`.*{match}|{match}.*`bounds`"):
-        jopt.minimize(rosenbrock, jnp.zeros(3), method="l-bfgs-b", bounds=bounds)
+        (jax.jit(solve) if wrap == "jit" else solve)(jnp.zeros(3))
 
 
 def test_a_method_without_bounds_is_refused_by_name():

@@ -4,16 +4,17 @@ Hypothesis draws an objective (smooth, curved, flat, unbounded below, NaN off it
 a starting point (dtype float16 to float64, shapes from zero-size to pytrees, values from
 zeros to 1e30 and NaN), tolerances (tiny, huge, zero, negative, NaN, inf; concrete or
 traced), counts (0, 1, 2³¹, negative) and a wrapping (eager, ``jit``, ``vmap``), and calls
-``jopt.minimize`` with every registered method or ``jopt.minimize_many``. Every call must
-end in one of two ways:
+``jopt.minimize`` with every registered method or ``jopt.minimize_many``, in a third of the
+draws with ``bounds`` (a box cutting through the minimizer, a lower bound only, or an
+illegal box: NaN, crossed). Every call must end in one of two ways:
 
 * a ``ValueError`` / ``TypeError`` whose message names the offending argument in
   backquotes, or
 * a result whose statuses are known codes, with ``success`` exactly for CONVERGED and
-  SMALL_CHANGE, ``nit <= maxiter``, and — where ``success`` is true — a finite ``x`` and
-  ``fun``, ``fun == f(x)`` and the stopping test recomputed here, outside jopt: the
-  gradient's ∞-norm at ``x`` is at most ``tol`` (to rounding), or, for SMALL_CHANGE, an
-  ``ftol``/``xtol`` test was switched on.
+  SMALL_CHANGE, ``nit <= maxiter``, and — where ``success`` is true — a finite ``x`` (in
+  the box), ``fun == f(x)`` and the stopping test recomputed here, outside jopt: the
+  (projected) gradient's ∞-norm at ``x`` is at most ``tol`` (to rounding), or, for
+  SMALL_CHANGE, an ``ftol``/``xtol`` test was switched on.
 
 ``make test`` runs a bounded budget (``JOPT_FUZZ_EXAMPLES``, default 12, drawn
 deterministically); the long run is ``JOPT_FUZZ_EXAMPLES=20000 python -m pytest
@@ -36,10 +37,11 @@ from hypothesis import strategies as st
 
 import jopt
 from jopt._platform import programs
+from jopt.solve.registry import BOUNDED
 
 EXAMPLES = int(os.environ.get("JOPT_FUZZ_EXAMPLES", "12"))
 ARGUMENTS = {"fun", "x0", "x0s", "args", "args_axes", "method", "tol", "ftol", "xtol",
-             "maxiter", "maxfev"}
+             "maxiter", "maxfev", "bounds"}
 KNOWN_STATUS = {int(s) for s in jopt.Status if s >= 0}
 
 
@@ -99,6 +101,11 @@ DTYPES = [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64]
 SHAPES = [(), (0,), (1,), (3,), (2, 2), "tree"]
 APIS = [*jopt.method_names(), "many"]
 VALID_PROBLEMS = ["quadratic", "rosenbrock", "flat", "unbounded", "log_barrier"]
+# Boxes as ``(lower, upper)`` numbers (broadcast over every leaf): none; one through the
+# minimizers (c = 1, −2, 0.5); a lower bound only; and two that must be refused.
+BOXES = {"none": None, "cut": (-0.5, 0.7), "lower": (0.25, None),
+         "nan": (float("nan"), 1.0), "crossed": (1.0, -1.0)}
+BOUNDED_APIS = {*BOUNDED, "many"}
 
 
 class Static(NamedTuple):
@@ -115,11 +122,13 @@ class Static(NamedTuple):
     xtol_on: bool
     wrap: str
     traced_tol: bool
+    box: str
 
 
 _STATIC = dict(problem=VALID_PROBLEMS, api=APIS, dtype=DTYPES, shape=SHAPES,
                maxiter=[1, 7, 200], maxfev=[None, 50], ftol_on=[False, True],
-               xtol_on=[False, True], wrap=["eager", "jit", "vmap"], traced_tol=[False, True])
+               xtol_on=[False, True], wrap=["eager", "jit", "vmap"], traced_tol=[False, True],
+               box=["none", "none", "none", "none", "cut", "lower", "nan", "crossed"])
 POOL_SIZE = int(os.environ.get("JOPT_FUZZ_POOL", "0"))  # 0: every combination
 
 
@@ -165,7 +174,8 @@ def _member(tree: Any, i: int | None) -> Any:
 
 
 def _verify_member(res: Any, i: int | None, problem: Problem, c: float, c_shape: tuple,
-                   tol: float, ftol: float, xtol: float, maxiter: int) -> None:
+                   tol: float, ftol: float, xtol: float, maxiter: int,
+                   box: tuple | None) -> None:
     status, success = int(_member(res.status, i)), bool(_member(res.success, i))
     assert status in KNOWN_STATUS, status
     assert success == (status in (jopt.Status.CONVERGED, jopt.Status.SMALL_CHANGE))
@@ -175,6 +185,11 @@ def _verify_member(res: Any, i: int | None, problem: Problem, c: float, c_shape:
     x, fun = _member(res.x, i), _member(res.fun, i)
     z = np.asarray(_flat(x), np.float64)
     assert np.all(np.isfinite(z)) and np.isfinite(float(fun)), (x, fun)
+    lo, hi = (-np.inf, np.inf) if box is None else (
+        -np.inf if box[0] is None else box[0], np.inf if box[1] is None else box[1])
+    dtype = jnp.result_type(*jax.tree.leaves(x)) if jax.tree.leaves(x) else jnp.float32
+    lo, hi = (float(jnp.asarray(v, dtype)) for v in (lo, hi))  # (as jopt rounds them)
+    assert np.all((lo <= z) & (z <= hi)), (z, box)
     dtype = jnp.result_type(*jax.tree.leaves(x)) if jax.tree.leaves(x) else jnp.float32
     eps = float(jnp.finfo(dtype).eps)
     cs = jnp.full(c_shape, c, dtype)  # (the args the solve was given)
@@ -182,8 +197,9 @@ def _verify_member(res: Any, i: int | None, problem: Problem, c: float, c_shape:
     assert abs(float(fun) - fx) <= 8 * eps * max(1.0, abs(fx)), (float(fun), fx)
     if status == jopt.Status.CONVERGED:
         g = np.asarray(_flat(jax.grad(problem.fun)(x, cs)), np.float64)
+        step = np.clip(z - g, lo, hi) - z  # (−g without bounds)
         slack = 16 * eps * cs.size * np.max(problem.gscale(z, c), initial=0.0)
-        assert np.max(np.abs(g), initial=0.0) <= tol + slack, (g, tol)
+        assert np.max(np.abs(step), initial=0.0) <= tol + slack, (g, step, tol)
     else:  # SMALL_CHANGE: only where an ftol or xtol test was on
         assert ftol > 0 or xtol > 0
 
@@ -191,6 +207,10 @@ def _verify_member(res: Any, i: int | None, problem: Problem, c: float, c_shape:
 def _must_refuse(call: dict) -> bool:
     """Whether the drawn corruption is one jopt can always see: a count, a concrete
     tolerance, an integer ``x0`` or an objective that is not scalar."""
+    if call["box"] in ("nan", "crossed"):
+        return True
+    if call["box"] != "none" and call["api"] not in BOUNDED_APIS:
+        return True  # (an unbounded method given bounds)
     name = call.get("corrupted")
     traced = _tolerances_traced(call)
     if name in ("maxiter", "maxfev", "dtype"):
@@ -236,10 +256,14 @@ def _solve(call: dict) -> tuple[Any, bool]:
     x0 = _start(call["shape"], call["values"], call["dtype"], call["seed"])
     args = (jnp.full(call["c_shape"], call["c"], call["dtype"]),)
     options = dict(maxiter=call["maxiter"], maxfev=call["maxfev"])
+    if call["box"] != "none":
+        options["bounds"] = BOXES[call["box"]]
     tols = dict(tol=call["tol"], ftol=call["ftol"], xtol=call["xtol"])
     if call["api"] == "many":
         x0s = jax.tree.map(lambda a: jnp.stack([a, (a * 0.5).astype(a.dtype)]), x0)
-        return jopt.minimize_many(problem.fun, x0s, args=args, **tols, **options), True
+        method = {"method": "l-bfgs-b"} if "bounds" in options else {}
+        return jopt.minimize_many(problem.fun, x0s, args=args, **tols, **options,
+                                  **method), True
 
     traced = _tolerances_traced(call)
     options = tuple(options.items())
@@ -303,9 +327,9 @@ def test_public_api_never_claims_an_unverified_success(call: dict) -> None:
         assert _names_an_argument(err), f"{type(err).__name__} names no argument: {err}"
         event(f"refused: {type(err).__name__}")
         return
-    assert not _must_refuse(call), f"accepted an illegal {call['corrupted']}"
+    assert not _must_refuse(call), f"accepted an illegal {call.get('corrupted', 'box')}"
     maxiter = call["maxiter"]
     event(f"solved, success={bool(np.any(res.success))}")
     for i in (range(np.shape(res.status)[0]) if batched else (None,)):
         _verify_member(res, i, PROBLEMS[call["problem"]], call["c"], call["c_shape"],
-                       call["tol"], call["ftol"], call["xtol"], maxiter)
+                       call["tol"], call["ftol"], call["xtol"], maxiter, BOXES[call["box"]])

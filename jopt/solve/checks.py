@@ -143,7 +143,9 @@ def objective_errors(fun: Callable, x: Any, args: tuple, name: str = "x0") -> It
 
 
 def _bound_leaves(name: str, side: Any, x: Any, fill: float) -> list:
-    """One side of the box as leaves shaped and typed like ``x``'s."""
+    """One side of the box as leaves typed like ``x``'s that broadcast to their shapes
+    (NumPy arrays where concrete: a ``jnp`` op under ``jit`` would trace them, and the
+    checks of :func:`box` could not see their values)."""
     x_leaves, x_def = jax.tree.flatten(x)
     if side is None or is_concrete_number(side) or (
             isinstance(side, jax.Array | np.ndarray) and np.ndim(side) == 0
@@ -175,7 +177,7 @@ def _bound_leaves(name: str, side: Any, x: Any, fill: float) -> list:
         with np.errstate(over="ignore"):
             value = (jax.numpy.asarray(bound, leaf.dtype) if traced(bound)
                      else np.asarray(bound, leaf.dtype))
-        out.append(jax.numpy.broadcast_to(value, shape))
+        out.append(value)  # (broadcast by the caller, after the concrete checks)
     return out
 
 
@@ -229,4 +231,7 @@ def box(bounds: Any, x: Any) -> tuple[Any, Any] | None:
             raise ValueError(f"`bounds`: lower > upper{where} at flat index {k} "
                              f"({a.ravel()[k]} > {b.ravel()[k]}); every lower bound must be "
                              f"<= its upper bound.")
+    shapes = [np.shape(leaf) for leaf in jax.tree.leaves(x)]
+    lo, hi = ([jax.numpy.broadcast_to(v, s) for v, s in zip(side, shapes, strict=True)]
+              for side in (lo, hi))
     return jax.tree.unflatten(x_def, lo), jax.tree.unflatten(x_def, hi)
