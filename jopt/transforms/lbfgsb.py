@@ -18,9 +18,11 @@ One iteration from a feasible ``x`` with gradient ``g`` (Byrd, Lu, Nocedal & Zhu
    path's breakpoints ``tᵢ`` in increasing order. Each segment costs ``O(m²)``: the
    slope and curvature of the 1-D model are updated with ``M`` products of ``2m``-vectors
    (``f′ ← f′ + Δt f″ + g_b² + θ g_b z_b − g_b w_bᵀMc``,
-   ``f″ ← f″ − θ g_b² − 2 g_b w_bᵀMp − g_b² w_bᵀMw_b``). Here the breakpoints are sorted
-   once (``O(n log n)``) and a ``lax.while_loop`` walks them until the minimizer lies
-   inside the current segment.
+   ``f″ ← f″ − θ g_b² − 2 g_b w_bᵀMp − g_b² w_bᵀMw_b``). Here a ``lax.while_loop``
+   takes the breakpoints 64 at a time, nearest first (a top-k selection, not a sort of
+   all ``n``), and passes a chunk at once with prefix sums of these recurrences,
+   until the minimizer lies inside the current segment: an iteration that passes no
+   breakpoint costs one ``O(n)`` reduction.
 3. **Subspace minimization** over the variables free at ``xᶜ`` (BLNZ §5.1, the direct
    primal method): ``d̂ = −B̂⁻¹ r̂ᶜ`` with the reduced gradient
    ``r̂ᶜ = Zᵀ(g + θ(xᶜ − x) − W M c)``, ``c = Wᵀ(xᶜ − x)``, and the reduced inverse by
