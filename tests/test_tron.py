@@ -105,9 +105,13 @@ def _qp_driver(tol: float, batched: bool = False):
 
 def _kkt_residual(x, g, lower, upper):
     """max violation of the box KKT conditions, computed componentwise from scratch:
-    |g_i| at free entries, max(−g_i, 0) at a lower bound, max(g_i, 0) at an upper one."""
+    |g_i| at free entries, max(−g_i, 0) at a lower bound, max(g_i, 0) at an upper one.
+    An entry within 4 units in the last place of a bound is on it (an interior step can
+    end one unit short of a bound; the projected gradient there is that unit)."""
     x, g, lower, upper = (np.asarray(a, np.float64) for a in (x, g, lower, upper))
-    at_lo, at_hi = x <= lower, x >= upper
+    with np.errstate(invalid="ignore"):
+        at_lo = x <= lower + 4 * np.spacing(np.abs(lower))
+        at_hi = x >= upper - 4 * np.spacing(np.abs(upper))
     r = np.where(at_lo & at_hi, 0.0,
                  np.where(at_lo, np.maximum(-g, 0.0),
                           np.where(at_hi, np.maximum(g, 0.0), np.abs(g))))

@@ -79,6 +79,7 @@ from jopt.box import clip, max_step
 from jopt.calculus import value_and_grad_of
 from jopt.linesearch import LineSearchStatus, strong_wolfe_search
 from jopt.step import StepRecord, step_status
+from jopt.transforms.projection import feasible_update
 from jopt.tree import set_row
 
 PyTree = Any
@@ -434,23 +435,6 @@ def subspace_point(x: jax.Array, g: jax.Array, xc: jax.Array, du: jax.Array,
 # -------------------------------------------------------------------- feasible steps
 
 
-def _update_to(x: jax.Array, target: jax.Array, lower: jax.Array, upper: jax.Array
-               ) -> jax.Array:
-    """``u`` with ``x + u`` (as the loop rounds it) equal to ``target`` (inside the box)
-    where some ``u`` within one ulp of ``target − x`` gets there, so that a point on a
-    bound lands exactly on it; else ``target − x``, moved one ulp back where it would
-    leave the box (one ulp suffices: ``fl(x + u)`` is monotone in ``u``)."""
-    y = jnp.clip(target, lower, upper)
-    u = y - x
-    above, below = jnp.nextafter(u, jnp.inf), jnp.nextafter(u, -jnp.inf)
-    u = jnp.where(x + u == y, u, jnp.where(x + above == y, above,
-                                           jnp.where(x + below == y, below, u)))
-    z = x + u
-    u = jnp.where(z > upper, jnp.nextafter(u, -jnp.inf),
-                  jnp.where(z < lower, jnp.nextafter(u, jnp.inf), u))
-    return u.astype(x.dtype)
-
-
 def full_bounds(params: PyTree, lower: PyTree | None, upper: PyTree | None
                 ) -> tuple[PyTree, PyTree]:
     """``lower``/``upper`` as pytrees like ``params`` (``∓inf`` where ``None``)."""
@@ -644,7 +628,7 @@ def lbfgsb(
             step = alpha * d
             step = jnp.where(step == step, step, jnp.nan)
             target = jnp.where(alpha == 1, xbar, jnp.clip(x + step, lo, hi))
-            return jax.tree.map(_update_to, params, unravel(target), lo_tree, hi_tree)
+            return feasible_update(params, unravel(target), lo_tree, hi_tree)
 
         def evaluate(alpha: jax.Array) -> tuple[jax.Array, jax.Array, PyTree]:
             f, gt = value_and_grad(optax.apply_updates(params, update_at(alpha)))

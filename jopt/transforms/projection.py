@@ -119,7 +119,8 @@ def broadcast_box(like: PyTree, lower: Any, upper: Any) -> tuple[PyTree, PyTree]
 def feasible_update(params: PyTree, target: PyTree, lower: PyTree | None,
                     upper: PyTree | None) -> PyTree:
     """An update ``u`` with ``params + u`` (rounded as ``optax.apply_updates`` rounds it)
-    equal to ``target`` where that is representable, and inside the box.
+    equal to ``target`` where ``target − params`` or a neighbouring number gets there,
+    and inside the box.
 
     ``target`` must lie in the box. ``u = target − params`` is exact when the two are
     within a factor 2 of each other (Sterbenz's lemma), and ``params + u`` then gives
@@ -134,6 +135,13 @@ def feasible_update(params: PyTree, target: PyTree, lower: PyTree | None,
     """
     def leaf(x, t, lo, hi):
         u = (t - x).astype(x.dtype)
+        # Land on ``target`` exactly where a neighbour of ``u`` does (a point on a bound
+        # then sits on it, not one unit inside, where the stopping test would see the
+        # full gradient).
+        up = jnp.nextafter(u, jnp.asarray(jnp.inf, u.dtype))
+        down = jnp.nextafter(u, jnp.asarray(-jnp.inf, u.dtype))
+        u = jnp.where(x + u == t, u, jnp.where(x + up == t, up,
+                                               jnp.where(x + down == t, down, u)))
         for _ in range(_ROUNDING_FIXES):
             y = (x + u).astype(x.dtype)
             u = jnp.where(y > hi, jnp.nextafter(u, jnp.asarray(-jnp.inf, u.dtype)),
