@@ -29,11 +29,11 @@ $(VENV)/.bench-deps: pyproject.toml | $(VENV)/bin/python
 test: $(VENV)/.test-deps
 	$(PY) -m ruff check jopt tests examples benchmarks
 	$(PY) -m pytest -q -n 2
-	$(PY) -m pytest -q -p no:cacheprovider --doctest-modules jopt
-	$(MAKE) test-generic
+	$(PY) -m pytest -q -n 2 -p no:cacheprovider --doctest-modules jopt
 
-# The solver battery under the generic platform policy: the plain path GPUs and TPUs get
-# (no XLA:CPU options, no outlining), exercised on every commit.
+# The solver battery in a process started under the generic platform policy (the plain
+# path GPUs and TPUs get: no XLA:CPU options, no outlining). `make test` runs the battery
+# under both policies in one session (tests/conftest.py's each_platform_policy).
 test-generic: $(VENV)/.test-deps
 	JOPT_PLATFORM=generic $(PY) -m pytest -q -n 2 tests/test_battery.py tests/test_protocol.py
 

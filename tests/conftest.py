@@ -12,9 +12,25 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import jax
+import pytest
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(params=["auto", "generic"])
+def each_platform_policy(request):
+    """Run a test under both platform policies: ``auto`` (what CPU users get, XLA:CPU
+    options and outlining) and ``generic`` (the plain path GPUs and TPUs take). Programs
+    are keyed by the policy's plan, so the second run compiles its own."""
+    import jopt
+
+    saved = jopt.platform_policy()
+    jopt.platform_policy(request.param)
+    try:
+        yield request.param
+    finally:
+        jopt.platform_policy(saved)
 
 
 def pytest_make_parametrize_id(config, val, argname):

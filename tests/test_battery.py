@@ -13,6 +13,9 @@ import jopt
 
 METHODS = jopt.method_names()
 
+# Every test here runs under both platform policies (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("each_platform_policy")
+
 
 def rosen(x):
     return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)

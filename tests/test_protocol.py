@@ -16,6 +16,9 @@ from problems import mgh_problems
 
 import jopt
 
+# Every test here runs under both platform policies (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("each_platform_policy")
+
 # --- the new method: steepest descent with Armijo backtracking, filling its own record ---
 # (begin new method)
 

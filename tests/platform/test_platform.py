@@ -115,7 +115,12 @@ def test_policy_switch_is_checked():
         jopt.platform_policy("gpu")
 
 
-_SOLVE_ALL = """
+# One method of each kind of loop (line search, trust region on HVPs, dense Newton solves,
+# bounds): the platform layer wraps the loop and knows nothing of the method, and the
+# battery runs every method under both policies in-process (tests/test_battery.py).
+_METHODS = ("lbfgs", "trust-ncg", "newton", "l-bfgs-b")
+
+_SOLVE_ALL = f"METHODS = {_METHODS!r}\n" + """
 import json, warnings
 warnings.simplefilter("always")
 caught = []
@@ -124,7 +129,7 @@ with warnings.catch_warnings(record=True) as caught:
     jax.config.update("jax_enable_x64", True)
     rosen = lambda x: jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
     out = {}
-    for m in jopt.method_names():
+    for m in METHODS:
         r = jopt.minimize(rosen, jnp.asarray([-1.2, 1.0, -1.2, 1.0]), method=m, tol=1e-8)
         out[m] = [bool(r.success), [float(v) for v in r.x]]
 jopt_warnings = [str(w.message) for w in caught if issubclass(w.category, jopt.JoptWarning)]
