@@ -623,11 +623,16 @@ def test_direction_without_line_search_runs_as_a_plain_loop(kind):
     tx = optax.chain(DIRECTIONS[kind](), optax.scale(step))
     x0 = jnp.zeros(3)
     res = jopt.minimize(fun, x0, method=tx, maxiter=40, tol=1e-30)
-    x, state = x0, tx.init(x0)
-    for _ in range(40):
+
+    @jax.jit  # (one compiled step: forty eager updates cost seconds of dispatch)
+    def step(x, state):
         f, g = jax.value_and_grad(fun)(x)
         updates, state = tx.update(g, state, x, value=f, grad=g, value_fn=fun)
-        x = optax.apply_updates(x, updates)
+        return optax.apply_updates(x, updates), state
+
+    x, state = x0, tx.init(x0)
+    for _ in range(40):
+        x, state = step(x, state)
     np.testing.assert_allclose(res.x, x, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(res.x, np.linalg.solve(np.asarray(a), np.asarray(b)),
                                atol=1e-5)

@@ -29,7 +29,7 @@ def _rss_mib() -> float:
 
 
 def _solve_with_a_closure(i: int, method: str) -> None:
-    big = jnp.asarray(np.full(8 * 2**20, float(i), np.float32))  # 32 MB captured
+    big = jnp.asarray(np.full(16 * 2**20, float(i), np.float32))  # 64 MB captured
     res = jopt.minimize(lambda x: jnp.sum((x - big[:3]) ** 2), jnp.zeros(3, jnp.float32),
                         method=method)
     assert np.allclose(res.x, i, atol=1e-3)
@@ -38,12 +38,12 @@ def _solve_with_a_closure(i: int, method: str) -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 @pytest.mark.filterwarnings("ignore:jopt.minimize was given")
 def test_dropped_closures_do_not_stay_alive_in_the_program_store():
-    """20 closures over 32 MB arrays, each solved then dropped: resident memory grows by
-    at most 256 MB (the store held all 20, 640 MB, when it kept objectives strongly)."""
+    """10 closures over 64 MB arrays, each solved then dropped: resident memory grows by
+    at most 256 MB (the store held all 10, 640 MB, when it kept objectives strongly)."""
     _solve_with_a_closure(0, "lbfgs")
     gc.collect()
     before = _rss_mib()
-    for i in range(1, 21):
+    for i in range(1, 11):
         _solve_with_a_closure(i, "cg" if i % 2 else "lbfgs")
     gc.collect()
     assert _rss_mib() - before <= 256
