@@ -228,3 +228,29 @@ def test_float32_bounded_solve_is_verified(method):
     if bool(res.success):
         _kkt(res.x, jax.grad(rosenbrock)(res.x), lower, upper, 1e-3 * 1.01)
     assert np.all(np.isfinite(np.asarray(res.x)))
+
+
+def test_repeat_bounded_calls_take_the_cached_path_and_still_check_the_bounds(monkeypatch):
+    """A second eager call with the same kinds of bounds skips the checked path (one
+    program, called directly) but still projects ``x0``, checks the bounds' values and
+    reports the active set."""
+    from jopt.solve import api
+
+    lo, hi = jnp.full(3, -1.0), jnp.full(3, 0.5)
+    first = jopt.minimize(rosenbrock, jnp.zeros(3), method="l-bfgs-b", bounds=(lo, hi))
+
+    def checked_path(*a, **k):
+        raise AssertionError("the checked path ran")
+
+    monkeypatch.setattr(api, "_prepare", checked_path)
+    again = jopt.minimize(rosenbrock, jnp.full(3, 9.0, jnp.float64), method="l-bfgs-b",
+                          bounds=(lo, hi))  # (x0 outside: projected)
+    np.testing.assert_allclose(np.asarray(again.x), np.asarray(first.x), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(again.active_mask),
+                                  np.asarray(first.active_mask))
+    assert np.asarray(again.active_mask).any()
+    with pytest.raises(ValueError, match="`bounds` contain NaN"):
+        jopt.minimize(rosenbrock, jnp.zeros(3), method="l-bfgs-b",
+                      bounds=(lo.at[1].set(jnp.nan), hi))
+    with pytest.raises(ValueError, match="lower > upper"):
+        jopt.minimize(rosenbrock, jnp.zeros(3), method="l-bfgs-b", bounds=(hi, lo))

@@ -556,7 +556,7 @@ def test_repeat_eager_calls_take_the_cached_path_and_still_check_inputs():
     x0 = jnp.asarray(x0)
     first = jopt.minimize(f, x0, method="bfgs", tol=1e-7)
     key = minimize_module._fast_key(f, x0, ("bfgs", None), (), (1e-7, 0.0, 0.0),
-                                    (10_000, None, False, None, 0, None, 1))
+                                    (10_000, None, False, None, 0, None, 1, ()))
     assert key in minimize_module._FAST._items
     again = jopt.minimize(f, x0, method="bfgs", tol=1e-7)
     for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(again), strict=True):
@@ -600,7 +600,7 @@ def test_cached_path_accepts_numpy_inputs():
     x0 = np.asarray(x0, np.float64)
     first = jopt.minimize(f, x0, method="lbfgs", tol=1e-8)
     assert minimize_module._fast_key(f, x0, ("lbfgs", None), (), (1e-8, 0.0, 0.0),
-                                     (10_000, None, False, None, 0, None, 1)
+                                     (10_000, None, False, None, 0, None, 1, ())
                                      ) in minimize_module._FAST._items
     again = jopt.minimize(f, x0, method="lbfgs", tol=1e-8)
     np.testing.assert_array_equal(np.asarray(again.x), np.asarray(first.x))

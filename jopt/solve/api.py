@@ -201,6 +201,37 @@ def _run(*run_args: Any, fun: Callable, x: PyTree, args: tuple,
 _FAST = platform.FastCalls(64)
 
 
+@jax.jit
+def _project(x: PyTree, box: tuple) -> PyTree:
+    """``x`` projected onto ``box`` in one dispatch (the fast path's eager call)."""
+    return clip(x, *box)
+
+
+@jax.jit
+def _active(x: PyTree, box: tuple) -> PyTree:
+    """:func:`jopt.box.active_set` in one dispatch."""
+    return active_set(x, *box)
+
+
+def _bounds_signature(bounds: Any) -> Any:
+    """What of ``bounds`` selects a program on the fast path: ``()`` for none; each side's
+    kind, shape and dtype for ``(lower, upper)`` of ``None``, numbers or concrete arrays;
+    else an object that never hits (other forms take the checked path)."""
+    if bounds is None:
+        return ()
+    if not (isinstance(bounds, tuple) and len(bounds) == 2):
+        return object()
+    out = []
+    for side in bounds:
+        if side is None or (isinstance(side, (int, float)) and not isinstance(side, bool)):
+            out.append(type(side))
+        elif isinstance(side, np.ndarray | jax.Array) and not isinstance(side, jax.core.Tracer):
+            out.append((np.shape(side), np.dtype(side.dtype)))
+        else:
+            return object()
+    return tuple(out)
+
+
 def _fast_key(fun: Callable, x0: PyTree, method: Any, args: tuple, tolerances: tuple,
               options: tuple) -> tuple | None:
     """The cache key of an eager call with concrete arrays and Python-number tolerances,
@@ -326,15 +357,18 @@ def minimize(
     """
     settings = (maxiter, maxfev, history, history_size, verbose,
                 platform.weakly(callback), callback_every)
-    key = None if bounds is not None else _fast_key(
-        fun, x0, (method, _frozen(options)), args, (tol, ftol, xtol), settings)
+    key = _fast_key(fun, x0, (method, _frozen(options)), args, (tol, ftol, xtol),
+                    (*settings, _bounds_signature(bounds)))
     hit = _FAST.get(key) if key is not None else None
     if hit is not None:  # checked before with the same static inputs: call directly
         program, the_plan, dtype = hit
+        box = checks.box(bounds, x0)  # (NumPy: checks the values, no device dispatch)
+        x = x0 if box is None else _project(x0, box)
         try:
-            return _unpack(the_plan, *program(
-                x0, args, *(_device_scalar(float(t), dtype) for t in (tol, ftol, xtol)),
-                _no_limit()))
+            res = _unpack(the_plan, *program(
+                x, args if box is None else (box, *args),
+                *(_device_scalar(float(t), dtype) for t in (tol, ftol, xtol)), _no_limit()))
+            return res if box is None else res._replace(active_mask=_active(res.x, box))
         except ValueError as err:  # a caller's jit closing over concrete inputs only:
             if "compiler_options" not in str(err):  # the checked path handles it
                 raise
@@ -359,7 +393,8 @@ def minimize(
         args=args)
     res = _unpack(ran, *out)
     if prep.box is not None:
-        res = res._replace(active_mask=active_set(res.x, *prep.box))
+        res = res._replace(active_mask=(active_set(res.x, *prep.box) if prep.nested
+                                        else _active(res.x, prep.box)))
     if key is not None and ran == prep.plan:  # (not a fallback, e.g. inside a caller's jit)
         program = platform.compiled(_minimize_program, 3, ran.profile).program(
             config._replace(split=ran.split), ran, prep.tx)

@@ -202,9 +202,10 @@ def _pairs(bounds: Any, x: Any) -> tuple[Any, Any]:
 
 def box(bounds: Any, x: Any) -> tuple[Any, Any] | None:
     """``bounds`` as ``(lower, upper)`` pytrees shaped and typed like ``x`` (``None``:
-    unbounded). Accepts ``(lower, upper)`` (each ``None``, a number, an array or a pytree
-    like ``x``), scipy's ``Bounds`` and scipy's list of ``(min, max)`` pairs. Concrete
-    bounds are checked: no NaN, ``lower <= upper`` everywhere."""
+    unbounded; concrete sides as NumPy arrays, so a call costs no device dispatch).
+    Accepts ``(lower, upper)`` (each ``None``, a number, an array or a pytree like ``x``),
+    scipy's ``Bounds`` and scipy's list of ``(min, max)`` pairs. Concrete bounds are
+    checked: no NaN, ``lower <= upper`` everywhere."""
     if bounds is None:
         return None
     if isinstance(bounds, list) or (hasattr(bounds, "lb") and hasattr(bounds, "ub")):
@@ -232,6 +233,6 @@ def box(bounds: Any, x: Any) -> tuple[Any, Any] | None:
                              f"({a.ravel()[k]} > {b.ravel()[k]}); every lower bound must be "
                              f"<= its upper bound.")
     shapes = [np.shape(leaf) for leaf in jax.tree.leaves(x)]
-    lo, hi = ([jax.numpy.broadcast_to(v, s) for v, s in zip(side, shapes, strict=True)]
-              for side in (lo, hi))
+    lo, hi = ([jax.numpy.broadcast_to(v, s) if traced(v) else np.broadcast_to(v, s)
+               for v, s in zip(side, shapes, strict=True)] for side in (lo, hi))
     return jax.tree.unflatten(x_def, lo), jax.tree.unflatten(x_def, hi)
