@@ -379,8 +379,12 @@ def cauchy_point(x: jax.Array, g: jax.Array, lower: jax.Array, upper: jax.Array,
         nearest = jnp.min(jnp.where(s.passed, jnp.inf, t))
         return ~s.done & jnp.isfinite(nearest) & (s.dt_min >= nearest - s.t_old)
 
-    end = jax.lax.while_loop(
-        walks_on, lambda s: _pass_chunk(s, t, g, held_at - x, form, eps * f2_0, chunk), start)
+    def pass_chunk(s: _Walk) -> _Walk:
+        return _pass_chunk(s, t, g, held_at - x, form, eps * f2_0, chunk)
+
+    # One chunk holds every breakpoint when n <= chunk: a single pass, no loop (each
+    # iteration of a small XLA:CPU while_loop costs its kernels' launches).
+    end = pass_chunk(start) if n <= chunk else jax.lax.while_loop(walks_on, pass_chunk, start)
     t_star = end.t_old + jnp.maximum(end.dt_min, 0.0)
     # The passed breakpoints are those at or before t* (the next one lies beyond it); a
     # variable whose breakpoint it is sits exactly on its bound.
