@@ -355,7 +355,8 @@ def cauchy_point(x: jax.Array, g: jax.Array, lower: jax.Array, upper: jax.Array,
     breakpoint not yet passed (one ``O(n)`` reduction to test), and each pass takes up to
     ``chunk`` breakpoints at once (:func:`_pass_chunk`), so an iteration that passes few
     breakpoints, the common case, costs ``O(n)`` and a few small products, not a sort
-    of all ``n``. ``f″`` is kept at least ``ε·f″₀`` (as in Zhu et al.'s code) so a
+    of all ``n``. With ``n <= chunk`` one pass holds every breakpoint and there is no
+    loop. ``f″`` is kept at least ``ε·f″₀`` (as in Zhu et al.'s code) so a
     rounding-level curvature cannot divide by zero.
     """
     if x.size == 0:  # (no variables: nothing to walk)
