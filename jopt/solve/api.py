@@ -393,8 +393,7 @@ def minimize(
         args=args)
     res = _unpack(ran, *out)
     if prep.box is not None:
-        res = res._replace(active_mask=(active_set(res.x, *prep.box) if prep.nested
-                                        else _active(res.x, prep.box)))
+        res = res._replace(active_mask=_active(res.x, prep.box))
     if key is not None and ran == prep.plan:  # (not a fallback, e.g. inside a caller's jit)
         program = platform.compiled(_minimize_program, 3, ran.profile).program(
             config._replace(split=ran.split), ran, prep.tx)

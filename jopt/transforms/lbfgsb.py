@@ -307,7 +307,7 @@ def _pass_chunk(s: _Walk, t: jax.Array, g: jax.Array, z: jax.Array, form: Compac
     """
     theta, mid = form.theta, form.middle
     dtype = s.f1.dtype
-    keys = jnp.where(s.passed | (t == 0), jnp.inf, t.astype(jnp.float32))
+    keys = jnp.where(s.passed, jnp.inf, t.astype(jnp.float32))  # (t = 0: passed from the start)
     _, idx = jax.lax.top_k(-keys, chunk)
     valid = ~s.passed[idx] & jnp.isfinite(t[idx])
     order = jnp.argsort(jnp.where(valid, t[idx], jnp.inf))  # (exact order in the chunk)
