@@ -390,13 +390,22 @@ def sif_as_bound_problem(p) -> bp.BoundProblem:
                            "sif")
 
 
+def _sif_repeats(first_s: float, args) -> int:
+    """Timed calls after the first: ``args.repeats``, one when the first took over
+    ``args.long`` (a first call is mostly compilation, so it is never the steady time),
+    none when one more would not fit in the pair's ``args.sif_cap``."""
+    if first_s <= args.long:
+        return args.repeats
+    return 1 if 2 * first_s <= args.sif_cap else 0
+
+
 def _sif_pair(problem, contender: str, args) -> dict:
-    """First call, then up to ``args.repeats`` calls when the first took <= ``args.long``."""
+    """First call, then :func:`_sif_repeats` timed calls."""
     vg = jax.jit(jax.value_and_grad(problem.fun))
     rec, solve = _first_call(contender, problem, args, vg)
     if solve is not None:
         ts = []
-        for _ in range(args.repeats if rec["first_s"] <= args.long else 0):
+        for _ in range(_sif_repeats(rec["first_s"], args)):
             t0 = time.perf_counter()
             solve()
             ts.append(time.perf_counter() - t0)
@@ -726,8 +735,9 @@ def sif_report(recs: list[dict], names: Sequence[str], args, unavailable: dict,
              f"timeout and its worker is replaced. Solved: in the box, ‖pg‖∞ ≤ {TOL:g} and "
              f"|f − f_ref| ≤ {F_RTOL:g}·max(1, |f_ref|), f_ref = the lowest f meeting the "
              f"gradient test among the contenders (sif2jax's expected value, often rounded, "
-             f"in the notes). Steady time = median of the timed runs (the first call alone "
-             f"when it took > {args.long:g} s).", ""]
+             f"in the notes). Steady time = median of {args.repeats} timed runs after the first "
+             f"call (one when the first took > {args.long:g} s; the first call itself only "
+             f"when a second would not fit in the {args.sif_cap:g} s).", ""]
     missing = {k: v for k, v in unavailable.items() if v and k in names}
     if missing:
         lines += ["Not available in this checkout: "

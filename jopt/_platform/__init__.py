@@ -16,7 +16,8 @@ Modules: ``policy`` (auto or generic), ``probe`` (what this jaxlib accepts), ``o
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
 import jax
@@ -95,6 +96,9 @@ def _shapes_key(x: Any, args: tuple) -> tuple | None:
 
 _FACTS = PerObjective()  # (outlinable, split pays) per objective and shapes
 _REFUSED = PerObjective()  # objectives whose outlined program XLA:CPU refused
+_LOOPS: dict = {}  # loop key -> whether the solver's own loop is outlinable
+_LOOPS_MAX = 64
+_LOOPS_LOCK = threading.Lock()
 
 
 def _objective_facts(fun: Callable, x: Any, args: tuple) -> tuple[bool, bool]:
@@ -115,14 +119,40 @@ def _objective_facts(fun: Callable, x: Any, args: tuple) -> tuple[bool, bool]:
     return facts
 
 
+def _loop_outlinable(loop: tuple[Hashable, Callable[[], Any]] | None) -> bool:
+    """Whether the solver's own loop (``loop = (key, trace)``: ``trace()`` gives its
+    closed jaxpr with a stand-in objective) passes :func:`jopt._platform.outline.
+    outlinable`, cached per key; ``None`` (not known): yes, and :func:`one_function`
+    checks the program itself."""
+    if loop is None:
+        return True
+    key, trace = loop
+    with _LOOPS_LOCK:
+        known = _LOOPS.get(key)
+    if known is None:
+        try:
+            known = _outline.outlinable(trace(), library_fusions=not _options.fusions_off())
+        except Exception:  # (the checked call reports the error)
+            known = False
+        with _LOOPS_LOCK:
+            while len(_LOOPS) >= _LOOPS_MAX:
+                del _LOOPS[next(iter(_LOOPS))]
+            _LOOPS[key] = known
+    return known
+
+
 def plan(fun: Callable, x: Any, args: tuple, *, nested: bool, batched: bool = False,
-         verbose: int = 0) -> Plan:
+         verbose: int = 0, loop: tuple[Hashable, Callable[[], Any]] | None = None) -> Plan:
     """The platform's choices for a program solving ``fun(x, *args)``.
 
     ``nested``: inside a caller's trace (only a top-level ``jit`` takes compile options,
     and the caller's batch sizes are unknown here). ``batched``: a vmapped batch of such
-    problems (``minimize_many``). Under the generic policy, or off the CPU, the plan is the
-    plain one.
+    problems (``minimize_many``). ``loop``: ``(key, trace)``, the solver's loop traced
+    with a stand-in objective (cached per hashable ``key``). A program is outlined only
+    when both the objective and the loop pass the emitter's check: the outlined profile's
+    options (XLA's older emitters) cost a loop that is compiled as usual after all up to
+    3x (L-BFGS-B's sort, top-k and Cholesky factorization never pass). Under the generic
+    policy, or off the CPU, the plan is the plain one.
     """
     if nested or not tuned_cpu():
         return GENERIC
@@ -132,7 +162,8 @@ def plan(fun: Callable, x: Any, args: tuple, *, nested: bool, batched: bool = Fa
                and not _options.loops_outlined(small_loop_threshold())
                and sum(_outline.nbytes(leaf) for leaf in jax.tree.leaves(x))
                <= _options.OUTLINE_MAX_BYTES
-               and not _sharded(x) and not _REFUSED.get(fun, _shapes_key(x, args)))
+               and not _sharded(x) and not _REFUSED.get(fun, _shapes_key(x, args))
+               and _loop_outlinable(loop))
     profile = _options.profile_for(_size(x), batched=batched, outline=outline,
                                    small_loops=small_loop_threshold())
     return Plan(profile=profile, outline=outline, packed=not batched, split=split)

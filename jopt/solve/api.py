@@ -79,11 +79,41 @@ def _prepare(fun: Callable, x: PyTree, method: Method, args: tuple, *, name: str
         check_bounded_method(method)
         box = jax.lax.stop_gradient(box) if nested else box
         x = clip(x, *box)  # (scipy projects x0 onto the box too)
-    the_plan = platform.plan(fun, x, args, nested=nested, batched=batched, verbose=verbose)
+    the_plan = platform.plan(fun, x, args, nested=nested, batched=batched, verbose=verbose,
+                             loop=_loop_probe(tx, x, box))
     # Concrete args carry no derivative: stop_gradient (an eager op per call) only matters
     # when traced.
     fixed = jax.lax.stop_gradient(args) if nested else args
     return Prepared(tx, the_plan, x, np.dtype(dtype), nested, fixed, box)
+
+
+def _standin(x: PyTree, *args: Any) -> jax.Array:
+    """A stand-in objective: tracing a loop with it shows the loop's own operations."""
+    del args
+    return sum((jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(x)), jnp.zeros([], "float32"))
+
+
+def _loop_probe(tx: Any, x: PyTree, box: tuple | None) -> tuple[Any, Callable] | None:
+    """``(key, trace)`` for :func:`jopt._platform.plan`: the minimize loop of ``tx`` at
+    ``x``'s shapes, traced with :func:`_standin` (the objective is checked on its own)."""
+    leaves = jax.tree.leaves(x)
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        return None
+    key = (tx, jax.tree.structure(x), tuple((leaf.shape, leaf.dtype) for leaf in leaves),
+           box is not None)
+    try:
+        hash(key)
+    except TypeError:  # (a transform holding unhashable parts: one_function decides)
+        return None
+
+    def trace() -> Any:
+        config = LoopConfig(_standin, maxiter=1, bounded=box is not None)
+        tol = jnp.zeros([], np.result_type(*(leaf.dtype for leaf in leaves)))
+        program = functools.partial(_minimize_program, config, platform.GENERIC, tx)
+        return jax.make_jaxpr(program)(x, () if box is None else (box,), tol, tol, tol,
+                                       jnp.zeros([], jnp.int32))
+
+    return key, trace
 
 
 def _frozen(options: dict[str, Any] | None) -> Any:

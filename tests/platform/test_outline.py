@@ -253,6 +253,30 @@ def test_not_outlined_where_the_emitter_cannot_go(monkeypatch):
     assert _ours_in(text) == 0
 
 
+@pytest.mark.parametrize("method, bounded", [("l-bfgs-b", True), ("newton", False)])
+def test_a_loop_the_emitter_cannot_take_keeps_the_usual_options(method, bounded):
+    """The objective passes, the method's own loop does not (L-BFGS-B sorts and factors,
+    Newton factors): the program is compiled with the usual options for its size, not
+    the outlined profile's older emitters, and holds no outlined call."""
+    x0 = jnp.linspace(-1.0, 1.0, 6)
+    assert _outline(False, x0, rosen, ())  # the objective alone would be outlined
+    fun = lambda x: rosen(x)  # noqa: E731  (a fresh program; alive while inspected)
+    _ALIVE.append(fun)
+    bounds = (jnp.full(6, -2.0), jnp.full(6, 2.0)) if bounded else None
+    res = jopt.minimize(fun, x0, method=method, bounds=bounds)
+    assert bool(res.success)
+    run, config = _last_program()
+    assert not config.outline
+    assert config.profile == options.profile_for(6, batched=False, outline=False,
+                                                 small_loops=None)
+    box = () if bounds is None else (bounds,)
+    text = run.lower(x0, box, *_tolerances(), api._no_limit()).compile().as_text()
+    assert _ours_in(text) == 0
+    # while L-BFGS on the same objective is one function
+    jopt.minimize(fun, x0, method="lbfgs")
+    assert _last_program()[1].outline
+
+
 def test_outlinable_screens_jaxprs():
     def loop_of(f, *shapes):
         return jax.make_jaxpr(lambda *xs: jax.lax.fori_loop(0, 3, lambda i, v: f(v), xs[0]))(
@@ -293,10 +317,12 @@ def test_refused_outline_falls_back_and_is_remembered(monkeypatch):
     monkeypatch.setattr(platform, "_objective_facts", lambda *a: (True, False))
     # library fusions on: options without the YNNPACK switch
     monkeypatch.setattr(options, "profile_for", lambda *a, **k: "cpu-small")
-    res = jopt.minimize(loss, w0, args=(data, y), maxiter=200)
-    assert not _last_program()[1].outline  # it fell back
+    res = jopt.minimize(loss, w0, args=(data, y), maxiter=200)  # it fell back
     assert platform._REFUSED.get(loss, platform._shapes_key(w0, (data, y)))
     assert not _outline(False, w0, loss, (data, y))
+    again = jopt.minimize(loss, w0, args=(data, y), maxiter=200)  # planned without outlining
+    assert not _last_program()[1].outline
+    np.testing.assert_array_equal(again.x, res.x)
     monkeypatch.undo()
     ref = jopt.minimize(loss, w0, args=(data, y), maxiter=200)
     np.testing.assert_allclose(res.x, ref.x, atol=1e-12)
@@ -323,7 +349,8 @@ def test_switch_turns_outlining_off_and_back(monkeypatch):
     assert not xla_cpu.outline_solver_loops() and not _outline(False, x0, rosen, ())
     assert xla_cpu.outline_solver_loops(True) and _outline(False, x0, rosen, ())
     assert not xla_cpu.outline_solver_loops(False)
-    res = jopt.minimize(lambda x: rosen(x), x0)
+    fun = lambda x: rosen(x)  # noqa: E731  (alive while its program is inspected)
+    res = jopt.minimize(fun, x0)
     assert not _last_program()[1].outline and int(res.status) == jopt.Status.CONVERGED
     with pytest.raises(TypeError, match="enabled"):
         xla_cpu.outline_solver_loops("no")
