@@ -37,7 +37,9 @@ from jopt.transforms.lbfgsb import (
     SubspaceKind,
     cauchy_point,
     compact_form,
+    free_gram,
     full_bounds,
+    gram_blocks,
     lbfgsb,
     store_pair,
     subspace_minimizer,
@@ -221,6 +223,31 @@ def test_compact_form_matches_dense_bfgs(num):
     form = _compact(state)
     np.testing.assert_allclose(np.asarray(form.dense()), dense_bfgs(theta, pairs),
                                rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("changes", [0, 1, 2, 5])
+def test_free_set_changes_update_the_gram_blocks(changes):
+    """``free_gram`` with a cap of 2: zero to two variables entering or leaving the free
+    set give a low-rank update, five the full product; both equal the dense products
+    for the new set."""
+    state, _ = state_with_pairs(UNIT_N, UNIT_M, 4, seed=3)
+    rng = np.random.default_rng(changes)
+    old = rng.random(UNIT_N) < 0.5
+    new = old.copy()
+    new[rng.choice(UNIT_N, changes, replace=False)] ^= True
+    blocks = gram_blocks(state.y_history, state.s_history, jnp.asarray(old, jnp.float64))
+    state = state._replace(free=jnp.asarray(old), zyy=blocks[0], zsy=blocks[1],
+                           zss=blocks[2])
+    got = _free_gram(state, jnp.asarray(new))
+    y, s = np.asarray(state.y_history), np.asarray(state.s_history)
+    z = new.astype(np.float64)
+    dense = ((y * z) @ y.T, s @ (y * z).T, (s * z) @ s.T)
+    for kept, ref in zip(got, dense, strict=True):
+        np.testing.assert_allclose(np.asarray(kept), ref, rtol=0, atol=1e-12 * (
+            1 + np.abs(ref).max()))
+
+
+_free_gram = jax.jit(functools.partial(free_gram, changes=2))
 
 
 def test_unbounded_direction_is_the_two_loop_lbfgs_direction():
@@ -502,6 +529,18 @@ def test_bounded_quadratics_reach_the_exact_solution(seed):
     assert_kkt(x, g, lower, upper, atol=2 * max(pg, 1e-10) * scale)
     ref = scipy_lbfgsb(quadratic, x0, lower, upper, qp_args(a, b))
     np.testing.assert_allclose(x, ref.x, atol=1e-6 * scale)
+    assert_blocks_are_the_products(run.state)
+
+
+def assert_blocks_are_the_products(state: LBFGSBState) -> None:
+    """The state's ``YᵀZY``, ``SᵀZY``, ``SᵀZS`` (kept up to date across free-set changes
+    and new pairs) equal the products made afresh, in float64 NumPy."""
+    y, s = np.asarray(state.y_history), np.asarray(state.s_history)
+    z = np.asarray(state.free, np.float64)
+    dense = ((y * z) @ y.T, s @ (y * z).T, (s * z) @ s.T)
+    for kept, ref in zip((state.zyy, state.zsy, state.zss), dense, strict=True):
+        scale = 1.0 + np.abs(ref).max()
+        np.testing.assert_allclose(np.asarray(kept), ref, rtol=0, atol=1e-12 * scale)
 
 
 def test_vmap_over_starts_and_bounds():

@@ -90,7 +90,9 @@ __all__ = [
     "SubspaceKind",
     "cauchy_point",
     "compact_form",
+    "free_gram",
     "full_bounds",
+    "gram_blocks",
     "lbfgsb",
     "lbfgsb_direction",
     "store_pair",
@@ -121,6 +123,10 @@ class LBFGSBState(NamedTuple):
       num_pairs: how many slots hold a pair (the newest ``num_pairs`` before ``head``).
       head: the slot written next (int32).
       theta: the scaling ``θ = yᵀy/sᵀy`` of the newest pair (1 with an empty memory).
+      free: ``(n,)`` bool, the free set ``Z`` of the last subspace step (all before one).
+      zyy / zsy / zss: ``(m, m)`` products ``yᵢᵀZyⱼ``, ``sᵢᵀZyⱼ`` and ``sᵢᵀZsⱼ`` for that
+        ``Z``: the blocks of ``WᵀZZᵀW``, updated as variables enter or leave the free set
+        and as pairs are written (:func:`free_gram`).
       subspace_kind: the :class:`SubspaceKind` of the last step.
       linesearch_status: the last search's :class:`jopt.linesearch.LineSearchStatus`.
       record: the :class:`jopt.StepRecord` (value and gradient at the new point, step,
@@ -134,6 +140,10 @@ class LBFGSBState(NamedTuple):
     num_pairs: jax.Array
     head: jax.Array
     theta: jax.Array
+    free: jax.Array
+    zyy: jax.Array
+    zsy: jax.Array
+    zss: jax.Array
     subspace_kind: jax.Array
     linesearch_status: jax.Array
     record: StepRecord
@@ -180,8 +190,10 @@ class CompactBFGS(NamedTuple):
 
     def gram(self, z: jax.Array) -> jax.Array:
         """``Wᵀ diag(z) W`` (``2m × 2m``) from the three distinct ``m × m`` blocks."""
-        zy = self.y * z[None, :]
-        yy, sy, ss = zy @ self.y.T, self.s @ zy.T, (self.s * z[None, :]) @ self.s.T
+        return self.gram_of(*gram_blocks(self.y, self.s, z))
+
+    def gram_of(self, yy: jax.Array, sy: jax.Array, ss: jax.Array) -> jax.Array:
+        """``WᵀZW`` from the blocks ``YᵀZY``, ``SᵀZY`` and ``SᵀZS`` (slot order)."""
         th = self.theta
         out = jnp.block([[yy, th * sy.T], [th * sy, th * th * ss]])
         both = self.valid[:, None] & self.valid[None, :]
@@ -198,6 +210,42 @@ class CompactBFGS(NamedTuple):
         wt = self.wt
         n = wt.shape[1]
         return self.theta * jnp.eye(n, dtype=wt.dtype) - wt.T @ self.middle @ wt
+
+
+def gram_blocks(y: jax.Array, s: jax.Array, z: jax.Array
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(YᵀZY, SᵀZY, SᵀZS)`` for the ``(m, n)`` histories and weights ``z`` (``O(m²n)``)."""
+    zy = y * z[None, :]
+    return zy @ y.T, s @ zy.T, (s * z[None, :]) @ s.T
+
+
+GRAM_CHANGES = 64  # free-set changes applied to WᵀZZᵀW as a low-rank update
+
+
+def free_gram(state: LBFGSBState, free: jax.Array, changes: int = GRAM_CHANGES
+              ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The blocks of ``WᵀZZᵀW`` for the free set ``free``, from ``state``'s blocks for its
+    own free set (Zhu et al. 1997, ``formk``): a variable ``i`` that enters adds
+    ``wᵢwᵢᵀ`` and one that leaves subtracts it, so up to ``changes`` of them cost
+    ``O(m² · changes)`` after an ``O(n)`` search, instead of the ``O(m²n)`` product
+    that is made when more change."""
+    moved = free != state.free
+    count = jnp.sum(moved)
+
+    def low_rank(_):
+        k = min(changes, free.shape[0])
+        _, idx = jax.lax.top_k(moved.astype(jnp.float32), k)
+        sign = jnp.where(moved[idx], jnp.where(free[idx], 1.0, -1.0), 0.0).astype(
+            state.zyy.dtype)
+        yc, sc = state.y_history[:, idx], state.s_history[:, idx]  # (m, k)
+        ys = yc * sign[None, :]
+        return (state.zyy + ys @ yc.T, state.zsy + sc @ ys.T,
+                state.zss + (sc * sign[None, :]) @ sc.T)
+
+    def full(_):
+        return gram_blocks(state.y_history, state.s_history, free.astype(state.zyy.dtype))
+
+    return jax.lax.cond(count <= changes, low_rank, full, None)
 
 
 def slot_ages(head: jax.Array, num_pairs: jax.Array, memory_size: int
@@ -397,18 +445,19 @@ def cauchy_point(x: jax.Array, g: jax.Array, lower: jax.Array, upper: jax.Array,
 
 
 def subspace_minimizer(x: jax.Array, g: jax.Array, xc: jax.Array, free: jax.Array,
-                       form: CompactBFGS) -> jax.Array:
+                       form: CompactBFGS, gram: jax.Array | None = None) -> jax.Array:
     """``d̂``: the minimizer of the model over the ``free`` variables from ``xᶜ``, zero
     elsewhere (BLNZ §5.1, the direct primal method).
 
     ``d̂ = −B̂⁻¹r̂ᶜ``, ``r̂ᶜ = Zᵀ(g + θ(xᶜ − x) − W M Wᵀ(xᶜ − x))``, with ``B̂⁻¹`` by
-    Sherman–Morrison–Woodbury: one ``(2m × 2m)`` solve with ``I − (1/θ) M WᵀZZᵀW``.
+    Sherman–Morrison–Woodbury: one ``(2m × 2m)`` solve with ``I − (1/θ) M WᵀZZᵀW``
+    (``gram``, made from the histories when not given).
     """
     theta, mid = form.theta, form.middle
     z = free.astype(x.dtype)
     dx = xc - x
     r = z * (g + theta * dx - form.w_times(mid @ form.w_dot(dx)))
-    gram = form.gram(z)  # WᵀZZᵀW
+    gram = form.gram(z) if gram is None else gram  # WᵀZZᵀW
     eye = jnp.eye(mid.shape[0], dtype=mid.dtype)
     work = jnp.promote_types(mid.dtype, jnp.float32)  # (no half-precision LAPACK solve)
     v = jnp.linalg.solve((eye - (mid @ gram) / theta).astype(work),
@@ -460,6 +509,8 @@ class _Direction(NamedTuple):
     kind: jax.Array
     reset: jax.Array
     form: CompactBFGS
+    free: jax.Array
+    blocks: tuple  # (YᵀZY, SᵀZY, SᵀZS) for `free`
 
 
 def lbfgsb_direction(x: jax.Array, g: jax.Array, lower: jax.Array, upper: jax.Array,
@@ -470,11 +521,12 @@ def lbfgsb_direction(x: jax.Array, g: jax.Array, lower: jax.Array, upper: jax.Ar
     form = _select_form(form.ok, form, _empty_form(form))
     xc, _ = cauchy_point(x, g, lower, upper, form)
     free = (xc > lower) & (xc < upper)
-    du = subspace_minimizer(x, g, xc, free, form)
+    blocks = free_gram(state, free)
+    du = subspace_minimizer(x, g, xc, free, form, form.gram_of(*blocks))
     du = jnp.where(jnp.isfinite(du), du, 0.0)
     point, kind = subspace_point(x, g, xc, du, lower, upper, projected)
     reset = reset | (kind == SubspaceKind.CAUCHY)
-    return _Direction(point - x, point, kind, reset, form)
+    return _Direction(point - x, point, kind, reset, form, free, blocks)
 
 
 def _initial_and_max_step(x: jax.Array, d: jax.Array, lower: jax.Array, upper: jax.Array,
@@ -497,18 +549,28 @@ def _initial_and_max_step(x: jax.Array, d: jax.Array, lower: jax.Array, upper: j
 def store_pair(state: LBFGSBState, s: jax.Array, y: jax.Array, ok: jax.Array,
                memory_size: int) -> LBFGSBState:
     """``state`` with the pair ``(s, y)`` written to slot ``head`` where ``ok``, and the
-    ``sy``/``ss`` products brought up to date (``O(mn)``)."""
+    products ``sy``/``ss`` and ``zyy``/``zsy``/``zss`` (for ``state.free``) brought up
+    to date (``O(mn)``)."""
     h = state.head
     s_hist = set_row(state.s_history, h, jnp.where(ok, s, state.s_history[h]))
     y_hist = set_row(state.y_history, h, jnp.where(ok, y, state.y_history[h]))
-    s_y = s_hist @ y  # sᵢᵀy_new
-    y_s = y_hist @ s  # s_newᵀyⱼ
-    s_s = s_hist @ s
+    z = state.free.astype(s.dtype)
+    # One product per history: columns y, s, Zy, Zs.
+    cols = jnp.stack([y, s, z * y, z * s], axis=1)
+    s_p, y_p = s_hist @ cols, y_hist @ cols
+    s_y, y_s, s_s = s_p[:, 0], y_p[:, 1], s_p[:, 1]  # sᵢᵀy, yⱼᵀs, sᵢᵀs
     sy = jnp.where(ok, state.sy.at[h, :].set(y_s).at[:, h].set(s_y), state.sy)
     ss = jnp.where(ok, state.ss.at[h, :].set(s_s).at[:, h].set(s_s), state.ss)
+
+    def with_slot(block: jax.Array, row: jax.Array, col: jax.Array) -> jax.Array:
+        return jnp.where(ok, block.at[h, :].set(row).at[:, h].set(col), block)
+
+    zyy = with_slot(state.zyy, y_p[:, 2], y_p[:, 2])
+    zsy = with_slot(state.zsy, y_p[:, 3], s_p[:, 2])  # row: sᵀZyⱼ; column: sᵢᵀZy
+    zss = with_slot(state.zss, s_p[:, 3], s_p[:, 3])
     theta = jnp.where(ok, (y @ y) / jnp.where(ok, s @ y, 1.0), state.theta)
     return state._replace(
-        s_history=s_hist, y_history=y_hist, sy=sy, ss=ss,
+        s_history=s_hist, y_history=y_hist, sy=sy, ss=ss, zyy=zyy, zsy=zsy, zss=zss,
         num_pairs=jnp.where(ok, jnp.minimum(state.num_pairs + 1, memory_size),
                             state.num_pairs),
         head=jnp.where(ok, (h + 1) % memory_size, h),
@@ -579,7 +641,9 @@ def lbfgsb(
             s_history=zeros, y_history=zeros,
             sy=jnp.zeros([m, m], flat.dtype), ss=jnp.zeros([m, m], flat.dtype),
             num_pairs=jnp.zeros([], jnp.int32), head=jnp.zeros([], jnp.int32),
-            theta=jnp.ones([], flat.dtype),
+            theta=jnp.ones([], flat.dtype), free=jnp.ones([n], bool),
+            zyy=jnp.zeros([m, m], flat.dtype), zsy=jnp.zeros([m, m], flat.dtype),
+            zss=jnp.zeros([m, m], flat.dtype),
             subspace_kind=jnp.asarray(SubspaceKind.NONE, jnp.int32),
             linesearch_status=jnp.zeros([], jnp.int32),
             record=StepRecord.initial(params))
@@ -616,9 +680,11 @@ def lbfgsb(
         hi = ravel_pytree(hi_tree)[0].astype(x.dtype)
 
         direction = lbfgsb_direction(x, g, lo, hi, state, projected)
+        zyy, zsy, zss = direction.blocks
         state = state._replace(num_pairs=jnp.where(direction.reset & ~direction.form.ok, 0,
                                                    state.num_pairs),
-                               theta=direction.form.theta.astype(state.theta.dtype))
+                               theta=direction.form.theta.astype(state.theta.dtype),
+                               free=direction.free, zyy=zyy, zsy=zsy, zss=zss)
         has_direction = direction.kind != SubspaceKind.NONE
         d = jnp.where(has_direction, direction.d, 0.0)
         slope = g @ d
