@@ -30,7 +30,10 @@ One iteration from a feasible ``x`` with gradient ``g`` (Byrd, Lu, Nocedal & Zhu
 
        B̂⁻¹ = (1/θ) I + (1/θ²) ZᵀW (I − (1/θ) M WᵀZZᵀW)⁻¹ M WᵀZ,
 
-   which needs one ``2m × 2m`` solve.
+   which needs one ``2m × 2m`` solve. ``WᵀZZᵀW`` is kept in the state as its three
+   ``m × m`` blocks and updated, as in Zhu et al.'s ``formk``, from the variables that
+   enter or leave the free set (a low-rank update while at most 64 do, the ``O(m²n)``
+   product otherwise) and from each new pair's row (``O(mn)``).
 4. **Into the box.** By default Morales & Nocedal's (2011) projection: ``x̄ = P(xᶜ + d̂)``,
    kept when ``x̄ − x`` is a descent direction; otherwise (or with
    ``subspace_step="truncated"``) the paper's backtrack ``x̄ = xᶜ + α* d̂`` with the
