@@ -4,13 +4,21 @@
   scores (curvature from exact or Hutchinson Hessian / Gauss-Newton diagonals), exact-
   sparsity masks, :func:`keep_pruned` for masked fine-tuning, Zhu & Gupta's gradual schedule.
 * :mod:`jopt.compress.quantize` — symmetric / affine uniform quantization at 2-8 bits, per
-  tensor or per channel; straight-through fake quantization; HAWQ-V2 mixed precision under
-  a size budget (exact dynamic programming); size reports in bytes.
+  tensor or per channel; straight-through fake quantization; size reports in bytes.
+* :mod:`jopt.compress.mixed_precision` — HAWQ-V2 mixed precision: per-leaf Hessian traces
+  and one bit width per leaf under a size budget (exact dynamic programming).
 * :mod:`jopt.compress.distill` — Hinton et al.'s temperature-scaled distillation loss and
   a train step for any optax / jopt transform.
 """
 
 from jopt.compress.distill import distillation_loss, distillation_step
+from jopt.compress.mixed_precision import (
+    BitAllocation,
+    allocate_bits,
+    hawq_sensitivities,
+    hessian_traces,
+    min_cost_assignment,
+)
 from jopt.compress.prune import (
     GradualPruningState,
     apply_mask,
@@ -28,15 +36,10 @@ from jopt.compress.prune import (
     weight_matrices,
 )
 from jopt.compress.quantize import (
-    BitAllocation,
     SizeReport,
-    allocate_bits,
     dequantize,
     fake_quantize,
     fake_quantize_tree,
-    hawq_sensitivities,
-    hessian_traces,
-    min_cost_assignment,
     quantization_error,
     quantize,
     quantized_size,
