@@ -32,15 +32,15 @@ import numpy as np
 from jopt._checks import check_float_tree, check_positive_int
 from jopt.compress.prune import LeafSelector, hessian_diag, resolve_leaf_selector
 from jopt.compress.quantize import (
-    _WHY_WEIGHTS,
-    _check_bits,
-    _check_bool,
-    _check_finite_leaves,
-    _check_finite_tree,
-    _describe_nonfinite,
-    _leaf_axis,
-    _leaf_bytes,
-    _quantization_error,
+    WHY_WEIGHTS,
+    check_bits,
+    check_bool,
+    check_finite_leaves,
+    check_finite_tree,
+    describe_nonfinite,
+    leaf_axis,
+    leaf_bytes,
+    quantization_error_unchecked,
     quantized_size,
 )
 
@@ -91,7 +91,7 @@ def _check_candidates(candidate_bits: Sequence[int]) -> tuple[int, ...]:
             f"`candidate_bits` must be a non-empty sequence of ints in 2..8, got "
             f"{candidate_bits!r}."
         )
-    return tuple(sorted({_check_bits("candidate_bits", b) for b in candidate_bits}))
+    return tuple(sorted({check_bits("candidate_bits", b) for b in candidate_bits}))
 
 
 def hawq_sensitivities(
@@ -123,15 +123,15 @@ def hawq_sensitivities(
     check_float_tree("params", params)
     cands = _check_candidates(candidate_bits)
     _check_traces_structure(params, traces)
-    _check_finite_tree("params", params, _WHY_WEIGHTS)
-    _check_finite_tree("traces", traces, _WHY_TRACES)
+    check_finite_tree("params", params, WHY_WEIGHTS)
+    check_finite_tree("traces", traces, _WHY_TRACES)
 
     def leaf(w: jax.Array, tr: Any) -> jax.Array:
         if jnp.shape(tr) != ():
             raise ValueError(f"`traces` leaves must be scalars, got shape {jnp.shape(tr)}.")
         avg = jnp.abs(jnp.asarray(tr, w.dtype)) / max(w.size, 1)
-        axis = _leaf_axis(w, channel_axis)
-        errs = jax.vmap(lambda b: _quantization_error(w, b, symmetric, axis, None))(
+        axis = leaf_axis(w, channel_axis)
+        errs = jax.vmap(lambda b: quantization_error_unchecked(w, b, symmetric, axis, None))(
             jnp.asarray(cands, jnp.int32))  # one compiled body for all candidates
         return avg * errs
 
@@ -162,7 +162,7 @@ def _check_knapsack(sizes: Any, costs: Any, budget: Any) -> tuple[np.ndarray, np
         raise ValueError("`sizes` must be non-negative integers (no NaN or inf).")
     if not np.all(np.isfinite(costs)):
         bad = ~np.isfinite(costs)
-        raise ValueError(_describe_nonfinite(
+        raise ValueError(describe_nonfinite(
             "`costs`", bad, "A NaN or inf cost cannot be compared, so no choice is optimal."))
     if isinstance(budget, bool) or not isinstance(budget, numbers.Real) or math.isnan(budget):
         raise ValueError(f"`budget` must be a number (not NaN), got {budget!r}.")
@@ -242,9 +242,9 @@ def _floor_capped(budget: float, sizes: np.ndarray) -> int:
 
 def _check_used_leaves_finite(params: PyTree, traces: PyTree, rows: list[int]) -> None:
     """The quantizable leaves of ``params`` and their ``traces`` must be finite."""
-    for name, tree, why in (("params", params, _WHY_WEIGHTS), ("traces", traces, _WHY_TRACES)):
+    for name, tree, why in (("params", params, WHY_WEIGHTS), ("traces", traces, _WHY_TRACES)):
         pairs = jax.tree_util.tree_leaves_with_path(tree)
-        _check_finite_leaves(name, [pairs[i] for i in rows], why)
+        check_finite_leaves(name, [pairs[i] for i in rows], why)
 
 
 def _check_costs_finite(costs: np.ndarray, params: PyTree, rows: list[int]) -> None:
@@ -313,7 +313,7 @@ def allocate_bits(
             f"no real limit pass the size at the widest candidate, e.g. "
             f"`average_bits=max(candidate_bits)`.")
     value = float(min(budget_value, sys.float_info.max))  # a huge int would not convert
-    _check_bool("symmetric", symmetric)
+    check_bool("symmetric", symmetric)
     check_positive_int("scale_bytes", scale_bytes)
     cands = _check_candidates(candidate_bits)
     flags = resolve_leaf_selector("quantizable", quantizable, params)
@@ -333,7 +333,7 @@ def allocate_bits(
         unit, shown = 1, f"{cands[0]} bits per quantizable weight"
     else:
         def leaf_bits(i: int, b: int) -> int:
-            return 8 * sum(_leaf_bytes(leaves[i], b, symmetric, channel_axis, scale_bytes))
+            return 8 * sum(leaf_bytes(leaves[i], b, symmetric, channel_axis, scale_bytes))
         sizes = np.array([[leaf_bits(i, b) for b in cands] for i in rows])
         fixed = sum(leaf_bits(i, 0) for i, f in enumerate(flags) if not f)
         unit = 1 if budget_name == "budget_bits" else 8

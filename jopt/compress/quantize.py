@@ -69,13 +69,15 @@ __all__ = [
     "quantize",
     "quantized_size",
 ]
+# The checks and per-leaf helpers without an underscore (check_bits, leaf_bytes, ...) are
+# shared with jopt.compress.mixed_precision; they are not part of the public API.
 
 
 
 # ---------------------------------------------------------------------------- checks
 
 
-def _check_bits(name: str, bits: Any, *, allow_zero: bool = False,
+def check_bits(name: str, bits: Any, *, allow_zero: bool = False,
                 allow_traced: bool = False) -> Any:
     """A bit width: a Python int in 2..8 (or 0), or — if allowed — a traced integer scalar."""
     if isinstance(bits, jax.Array | np.ndarray | np.integer):
@@ -98,7 +100,7 @@ def _check_bits(name: str, bits: Any, *, allow_zero: bool = False,
     return int(bits)
 
 
-def _check_bool(name: str, value: Any) -> None:
+def check_bool(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"`{name}` must be a Python bool, got {value!r}.")
 
@@ -135,11 +137,11 @@ def _code_dtype(symmetric: bool) -> Any:
     return jnp.int8 if symmetric else jnp.uint8
 
 
-_WHY_WEIGHTS = ("Quantization needs finite values: a NaN or inf makes the range, and so the "
+WHY_WEIGHTS = ("Quantization needs finite values: a NaN or inf makes the range, and so the "
                 "scale and every code, meaningless.")
 
 
-def _describe_nonfinite(label: str, bad: np.ndarray, why: str) -> str:
+def describe_nonfinite(label: str, bad: np.ndarray, why: str) -> str:
     """The error text for the non-finite entries ``bad`` (a boolean array) of ``label``."""
     where = f", first at index {tuple(int(i) for i in np.argwhere(bad)[0])}" if bad.ndim else ""
     return (f"{label} holds NaN or inf ({int(bad.sum())} of {bad.size} entries non-finite"
@@ -147,14 +149,14 @@ def _describe_nonfinite(label: str, bad: np.ndarray, why: str) -> str:
             f"`jnp.nan_to_num`), or find where they came from (a diverged run?).")
 
 
-def _check_finite_tree(name: str, tree: PyTree, why: str) -> None:
+def check_finite_tree(name: str, tree: PyTree, why: str) -> None:
     """Raise naming the first leaf of ``tree`` holding NaN or inf; traced leaves pass unchecked."""
-    _check_finite_leaves(name, jax.tree_util.tree_leaves_with_path(tree), why)
+    check_finite_leaves(name, jax.tree_util.tree_leaves_with_path(tree), why)
 
 
-def _check_finite_leaves(name: str, leaves_with_path: Sequence[tuple[Any, Any]],
+def check_finite_leaves(name: str, leaves_with_path: Sequence[tuple[Any, Any]],
                          why: str) -> None:
-    """:func:`_check_finite_tree` on some ``(path, leaf)`` pairs of the pytree ``name``."""
+    """:func:`check_finite_tree` on some ``(path, leaf)`` pairs of the pytree ``name``."""
     pairs = [(path, leaf) for path, leaf in leaves_with_path
              if not isinstance(leaf, jax.core.Tracer)]
     if not pairs:
@@ -167,14 +169,14 @@ def _check_finite_leaves(name: str, leaves_with_path: Sequence[tuple[Any, Any]],
             label = f"`{name}`" + (f" leaf {jax.tree_util.keystr(path)}" if path else "")
             with jax.ensure_compile_time_eval():
                 bad = ~np.asarray(jnp.isfinite(leaf))  # in the leaf's JAX dtype, as checked
-            raise ValueError(_describe_nonfinite(label, bad, why))
+            raise ValueError(describe_nonfinite(label, bad, why))
 
 
 def _check_given_range(scale: jax.Array, zero_point: jax.Array | None) -> None:
     """A concrete calibrated ``scale`` must be finite and > 0, a ``zero_point`` finite."""
-    _check_finite_tree("scale", scale, "It divides `x`, so every code would be garbage.")
+    check_finite_tree("scale", scale, "It divides `x`, so every code would be garbage.")
     if zero_point is not None:
-        _check_finite_tree("zero_point", zero_point, "It shifts every code.")
+        check_finite_tree("zero_point", zero_point, "It shifts every code.")
     if isinstance(scale, jax.core.Tracer):
         return
     with jax.ensure_compile_time_eval():
@@ -212,14 +214,14 @@ def _prepare(x: Any, bits: int, symmetric: bool, axis: int | None, scale: Any,
              zero_point: Any, x_name: str | None = "x",
              ) -> tuple[jax.Array, int, int | None, jax.Array, jax.Array]:
     """Checked arguments of a quantizer; ``x_name=None`` when the caller checked ``x``'s values."""
-    bits = _check_bits("bits", bits, allow_traced=True)
-    _check_bool("symmetric", symmetric)
+    bits = check_bits("bits", bits, allow_traced=True)
+    check_bool("symmetric", symmetric)
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"`x` must be a floating-point array, got dtype {x.dtype}.")
     axis = _normalize_axis(axis, x.ndim)
     if x_name is not None:
-        _check_finite_tree(x_name, x, _WHY_WEIGHTS)
+        check_finite_tree(x_name, x, WHY_WEIGHTS)
     if scale is None:
         if zero_point is not None:
             raise ValueError("`zero_point` was given without `scale`; pass both or neither.")
@@ -347,10 +349,10 @@ def quantization_error(
 
     Non-finite ``x`` raises as in :func:`quantize`; traced, it gives a NaN error.
     """
-    return _quantization_error(x, bits, symmetric, axis, "x")
+    return quantization_error_unchecked(x, bits, symmetric, axis, "x")
 
 
-def _quantization_error(x: Any, bits: Any, symmetric: bool, axis: int | None,
+def quantization_error_unchecked(x: Any, bits: Any, symmetric: bool, axis: int | None,
                         x_name: str | None) -> jax.Array:
     """:func:`quantization_error`, with ``x``'s values checked as ``x_name`` (None: not)."""
     codes, s, z = _quantize(x, bits, symmetric, axis, None, None, x_name)
@@ -360,7 +362,7 @@ def _quantization_error(x: Any, bits: Any, symmetric: bool, axis: int | None,
 # ----------------------------------------------------------------------------- trees
 
 
-def _leaf_axis(leaf: Any, channel_axis: int | None) -> int | None:
+def leaf_axis(leaf: Any, channel_axis: int | None) -> int | None:
     """Per-channel axis for a leaf: ``channel_axis`` on leaves of rank >= 2, else None."""
     ndim = jnp.ndim(leaf)
     if channel_axis is None or ndim < 2:
@@ -375,7 +377,7 @@ def _resolve_bits(params: PyTree, bits: Bits, quantizable: LeafSelector, *,
     flags = resolve_leaf_selector("quantizable", quantizable, params)
     single = isinstance(bits, numbers.Integral | jax.Array | np.ndarray) and jnp.shape(bits) == ()
     if single and not isinstance(bits, bool):
-        b = _check_bits("bits", bits, allow_traced=allow_traced)
+        b = check_bits("bits", bits, allow_traced=allow_traced)
         return [b if f else 0 for f in flags]
     if quantizable is not None:
         raise ValueError("Pass `quantizable` only with a single int `bits`; a pytree of bit "
@@ -385,7 +387,7 @@ def _resolve_bits(params: PyTree, bits: Bits, quantizable: LeafSelector, *,
             f"`bits` must be an int or a pytree of ints with the structure of `params`.\n"
             f"  params: {jax.tree.structure(params)}\n  bits: {jax.tree.structure(bits)}"
         )
-    return [_check_bits("bits", b, allow_zero=True, allow_traced=allow_traced)
+    return [check_bits("bits", b, allow_zero=True, allow_traced=allow_traced)
             for b in jax.tree.leaves(bits)]
 
 
@@ -419,11 +421,11 @@ def fake_quantize_tree(
         (traced: that leaf's output is NaN or inf, as in :func:`fake_quantize`).
     """
     widths = _resolve_bits(params, bits, quantizable)
-    _check_finite_tree("params", params, _WHY_WEIGHTS)  # one sync for all leaves
+    check_finite_tree("params", params, WHY_WEIGHTS)  # one sync for all leaves
     leaves, treedef = jax.tree.flatten(params)
     out = [
         leaf if isinstance(b, int) and b == 0 else _fake_quantize(
-            leaf, b, symmetric, _leaf_axis(leaf, channel_axis), None, None, None)
+            leaf, b, symmetric, leaf_axis(leaf, channel_axis), None, None, None)
         for leaf, b in zip(leaves, widths, strict=True)
     ]
     return jax.tree.unflatten(treedef, out)
@@ -439,13 +441,13 @@ class SizeReport(NamedTuple):
     unquantized: int
 
 
-def _leaf_bytes(leaf: Any, bits: int, symmetric: bool, channel_axis: int | None,
+def leaf_bytes(leaf: Any, bits: int, symmetric: bool, channel_axis: int | None,
                 scale_bytes: int) -> tuple[int, int, int, int]:
     """(codes, scales, zero points, float) bytes for one leaf."""
     n = math.prod(jnp.shape(leaf))
     if bits == 0:
         return 0, 0, 0, n * jnp.dtype(jnp.result_type(leaf)).itemsize
-    axis = _leaf_axis(leaf, channel_axis)
+    axis = leaf_axis(leaf, channel_axis)
     n_scales = 1 if axis is None else jnp.shape(leaf)[axis]
     zp = 0 if symmetric else n_scales  # one byte per zero point (b <= 8)
     return math.ceil(n * bits / 8), n_scales * scale_bytes, zp, 0
@@ -466,11 +468,11 @@ def quantized_size(
     ``scale_bytes`` (4 = float32), each affine zero point one byte, and leaves kept in
     floating point their full ``n × itemsize``. Arguments as in :func:`fake_quantize_tree`.
     """
-    _check_bool("symmetric", symmetric)
+    check_bool("symmetric", symmetric)
     check_positive_int("scale_bytes", scale_bytes)
     widths = _resolve_bits(params, bits, quantizable, allow_traced=False)
     parts = [
-        _leaf_bytes(leaf, b, symmetric, channel_axis, scale_bytes)
+        leaf_bytes(leaf, b, symmetric, channel_axis, scale_bytes)
         for leaf, b in zip(jax.tree.leaves(params), widths, strict=True)
     ]
     codes, scales, zps, floats = (sum(col) for col in zip(*parts, strict=True))
