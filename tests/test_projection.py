@@ -18,7 +18,6 @@ from jopt.transforms.projection import (
     broadcast_box,
     feasible_update,
     keep_params_in_box,
-    next_float,
     project_box,
 )
 
@@ -177,30 +176,3 @@ def test_bad_arguments_name_the_problem():
     with pytest.raises(ValueError, match="lower"):
         opt.update(jnp.zeros(2), optax.EmptyState(), jnp.zeros(2), lower=jnp.ones(2),
                    upper=jnp.zeros(2))
-
-
-@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32, jnp.float16, jnp.bfloat16])
-def test_next_float_is_nextafter(dtype):
-    """The bit-pattern step equals ``jnp.nextafter`` towards ``±inf`` bit for bit: zeros
-    of both signs, subnormals, the largest finite numbers, infinities, NaN, and numbers
-    spread over the whole exponent range."""
-    fi = jnp.finfo(dtype)
-    rng = np.random.default_rng(0)
-    spread = rng.standard_normal(2000) * 10.0 ** rng.integers(-45, 40, 2000)
-    special = [0.0, -0.0, 1.0, -1.0, float(fi.tiny), -float(fi.tiny),
-               float(fi.smallest_subnormal), -float(fi.smallest_subnormal), float(fi.max),
-               -float(fi.max), np.inf, -np.inf, np.nan]
-    with np.errstate(over="ignore", invalid="ignore"):
-        u = jnp.asarray(np.concatenate([special, spread]).astype(np.float64), dtype)
-    for k in (-1, 0, 1):
-        want = u if k == 0 else jnp.nextafter(u, jnp.asarray(k * np.inf, dtype))
-        got = _next_float(u, k)
-        bits = lambda v: np.asarray(jax.lax.bitcast_convert_type(v, jnp.uint16 if  # noqa: E731
-                                    v.dtype.itemsize == 2 else jnp.uint32 if
-                                    v.dtype.itemsize == 4 else jnp.uint64))
-        nan = np.isnan(np.asarray(want, np.float64))
-        np.testing.assert_array_equal(bits(got)[~nan], bits(want)[~nan])
-        assert np.isnan(np.asarray(got, np.float64)[nan]).all()
-
-
-_next_float = jax.jit(next_float, static_argnums=1)

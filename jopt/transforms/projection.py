@@ -116,35 +116,6 @@ def broadcast_box(like: PyTree, lower: Any, upper: Any) -> tuple[PyTree, PyTree]
     return lo, hi
 
 
-_SAME_WIDTH_INT = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}
-
-
-def next_float(u: jax.Array, k: jax.Array | int) -> jax.Array:
-    """``u`` moved one representable number towards ``+inf`` where ``k = 1``, towards
-    ``-inf`` where ``k = −1``, kept where ``k = 0``: ``nextafter(u, k·inf)`` as a step of
-    ``u``'s bit pattern (one integer add; ``jnp.nextafter``'s general form costs several
-    times more inside a solver's loop). From ``±0`` the step gives ``±`` the smallest
-    subnormal; ``±inf`` steps inwards to the largest finite number (and stays outwards),
-    NaN stays NaN.
-
-    IEEE 754 numbers of one sign are ordered as their bit patterns, so for ``u > 0`` the
-    neighbour above is ``bits + 1`` and for ``u < 0`` it is ``bits − 1`` (the magnitude
-    shrinks); the sign bit never changes except through zero.
-    """
-    itype = _SAME_WIDTH_INT[jnp.dtype(u.dtype).itemsize]
-    info = jnp.iinfo(itype)
-    k = jnp.asarray(k, itype)
-    bits = jax.lax.bitcast_convert_type(u, itype)
-    negative = bits < 0  # the sign bit (-0.0 included)
-    moved = bits + jnp.where(negative, -k, k)
-    # Through zero the step wraps to a NaN pattern: +0 down gives -1, -0 up gives the
-    # largest int (no finite u steps to either). Tested as integers: XLA:CPU runs with
-    # subnormals read as zero, and a float test for ±0 would take them for zeros.
-    out = jnp.where(moved == -1, info.min + 1, jnp.where(moved == info.max, 1, moved))
-    outward = jnp.isinf(u) & (jnp.where(negative, -k, k) > 0)  # (inf stays inf)
-    return jnp.where((u == u) & ~outward, jax.lax.bitcast_convert_type(out, u.dtype), u)
-
-
 def feasible_update(params: PyTree, target: PyTree, lower: PyTree | None,
                     upper: PyTree | None) -> PyTree:
     """An update ``u`` with ``params + u`` (rounded as ``optax.apply_updates`` rounds it)
@@ -167,15 +138,15 @@ def feasible_update(params: PyTree, target: PyTree, lower: PyTree | None,
         # Land on ``target`` exactly where a neighbour of ``u`` does (a point on a bound
         # then sits on it, not one unit inside, where the stopping test would see the
         # full gradient).
-        # (Only where the sum misses: where u is 0 its neighbours are subnormal, and an
-        # add with a subnormal costs a microcode assist per element on x86.)
-        exact = x + u == t
-        up = jnp.where(exact, u, next_float(u, 1))
-        down = jnp.where(exact, u, next_float(u, -1))
-        u = jnp.where(exact, u, jnp.where(x + up == t, up, jnp.where(x + down == t, down, u)))
+        up = jnp.nextafter(u, jnp.asarray(jnp.inf, u.dtype))
+        down = jnp.nextafter(u, jnp.asarray(-jnp.inf, u.dtype))
+        u = jnp.where(x + u == t, u, jnp.where(x + up == t, up,
+                                               jnp.where(x + down == t, down, u)))
         for _ in range(_ROUNDING_FIXES):
             y = (x + u).astype(x.dtype)
-            u = next_float(u, jnp.where(y > hi, -1, jnp.where(y < lo, 1, 0)))
+            u = jnp.where(y > hi, jnp.nextafter(u, jnp.asarray(-jnp.inf, u.dtype)),
+                          jnp.where(y < lo, jnp.nextafter(u, jnp.asarray(jnp.inf, u.dtype)),
+                                    u))
         return u
 
     if lower is None and upper is None:
